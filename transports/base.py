@@ -1,0 +1,159 @@
+"""The link protocol every transport satisfies.
+
+A *link* is an authenticated, ordered, bidirectional pipe of byte frames between two
+nodes. Transports know nothing about actors: a node encodes its wire messages into
+frames and hands them to a link. Every transport runs the same handshake
+(:func:`handshake`) so a peer proves it knows the shared secret without ever sending it.
+
+Life of a link (h11-style, one explicit table)::
+
+    CONNECTING --open--> HANDSHAKING --hello ok--> OPEN --close/error--> CLOSED
+         \\______________________\\___________________________________/^
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
+import msgpack
+import trio
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "Address",
+    "HandshakeError",
+    "Link",
+    "LinkClosed",
+    "LinkHandler",
+    "LinkState",
+    "Transport",
+    "handshake",
+]
+
+#: Largest frame a link accepts; a bigger one closes that link (never the node).
+DEFAULT_MAX_FRAME = 1 << 20
+
+Address = str
+
+
+class LinkClosed(Exception):
+    """The link is closed: the peer went away, misbehaved, or we closed it."""
+
+    def __init__(self, reason: str, code: int = 1000) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class HandshakeError(LinkClosed):
+    """The peer failed the handshake (wrong secret, wrong protocol, bad hello)."""
+
+
+class LinkState(enum.Enum):
+    CONNECTING = "connecting"
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+#: Allowed transitions of a link's life; anything else is a bug.
+LINK_TRANSITIONS: dict[LinkState, frozenset[LinkState]] = {
+    LinkState.CONNECTING: frozenset({LinkState.HANDSHAKING, LinkState.CLOSED}),
+    LinkState.HANDSHAKING: frozenset({LinkState.OPEN, LinkState.CLOSED}),
+    LinkState.OPEN: frozenset({LinkState.CLOSED}),
+    LinkState.CLOSED: frozenset(),
+}
+
+
+@runtime_checkable
+class Link(Protocol):
+    """One authenticated connection to a peer node."""
+
+    @property
+    def peer(self) -> str:
+        """The peer node's name, known once the handshake succeeded."""
+        ...
+
+    @property
+    def state(self) -> LinkState: ...
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame; raises :class:`LinkClosed` once the link is closed."""
+        ...
+
+    async def receive(self) -> bytes:
+        """Receive one frame; raises :class:`LinkClosed` once the link is closed."""
+        ...
+
+    async def aclose(self, reason: str = "closed", code: int = 1000) -> None:
+        """Close the link; idempotent."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+LinkHandler = Callable[[Link], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """Makes links: ``connect`` dials a peer, ``serve`` accepts peers."""
+
+    def connect(self, address: Address) -> AbstractAsyncContextManager[Link]:
+        """Open a link to ``address``; the link closes when the block exits."""
+        ...
+
+    async def serve(
+        self,
+        address: Address,
+        handler: LinkHandler,
+        *,
+        task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept links forever; ``task_status.started`` reports the bound address."""
+        ...
+
+
+PROTOCOL = "trio-actors/1"
+
+
+def _proof(secret: bytes, nonce: bytes, name: str) -> bytes:
+    return hmac.new(secret, nonce + name.encode(), hashlib.sha256).digest()
+
+
+async def handshake(
+    send: Callable[[bytes], Awaitable[None]],
+    receive: Callable[[], Awaitable[bytes]],
+    *,
+    name: str,
+    secret: bytes | None,
+    timeout: float = 10.0,
+) -> str:
+    """Mutual challenge-response; returns the peer's name.
+
+    Each side sends a fresh nonce, then proves knowledge of ``secret`` with an HMAC over
+    the *peer's* nonce and its own name. The secret itself never crosses the wire. With
+    ``secret=None`` both sides must also have no secret (an open cluster).
+    """
+    key = secret or b""
+    nonce = os.urandom(16)
+    with trio.fail_after(timeout):
+        await send(msgpack.packb([PROTOCOL, name, nonce]))
+        try:
+            protocol, peer, peer_nonce = msgpack.unpackb(await receive())
+            if not (isinstance(peer, str) and isinstance(peer_nonce, bytes)):
+                raise TypeError("bad hello fields")
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise HandshakeError(f"malformed hello: {exc}", code=1002) from exc
+        if protocol != PROTOCOL:
+            raise HandshakeError(f"peer speaks {protocol!r}, not {PROTOCOL!r}", code=1002)
+        await send(_proof(key, peer_nonce, name))
+        proof = await receive()
+        if not hmac.compare_digest(proof, _proof(key, nonce, peer)):
+            raise HandshakeError(f"peer {peer!r} failed authentication", code=4001)
+    return peer
