@@ -1,0 +1,119 @@
+"""Typed, bounded mailboxes and the one-shot reply slots that asks wait on."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from .errors import ActorStoppedError
+
+__all__ = ["Envelope", "LocalReply", "Mailbox", "Reply"]
+
+M = TypeVar("M")
+
+
+class Reply:
+    """Where an ask's answer goes; answered once, later answers are ignored.
+
+    Subclasses decide where the answer travels (a waiting task here, or a link).
+    """
+
+    __slots__ = ("_done", "_owner")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._owner: set[Reply] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def resolve(self, value: Any) -> None:
+        if self._finish():
+            self._deliver(value, None)
+
+    def fail(self, error: BaseException) -> None:
+        if self._finish():
+            self._deliver(None, error)
+
+    def _finish(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        if self._owner is not None:
+            self._owner.discard(self)
+        return True
+
+    def _deliver(self, value: Any, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+
+class LocalReply(Reply):
+    """A reply awaited by a task in this process."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def _deliver(self, value: Any, error: BaseException | None) -> None:
+        self._value, self._error = value, error
+        self._event.set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+Envelope = tuple[Any, Reply | None]
+
+
+class Mailbox(Generic[M]):
+    """A bounded queue that refuses messages of the wrong type at the sender.
+
+    The mailbox belongs to the supervisor's child slot, not to one actor instance, so
+    messages waiting in it survive a restart of the actor.
+    """
+
+    def __init__(self, owner: str, message_type: Any, size: int) -> None:
+        self.owner = owner
+        self.message_type = message_type
+        self._send, self.receiver = trio.open_memory_channel[Envelope](size)
+        self.closed = False
+
+    def check(self, message: object) -> None:
+        if self.message_type is not object and not isinstance(message, self.message_type):
+            raise TypeError(
+                f"actor {self.owner!r} accepts {_type_name(self.message_type)}, "
+                f"not {type(message).__qualname__}"
+            )
+
+    async def put(self, message: M, reply: Reply | None = None) -> None:
+        """Wait for space, then enqueue; raises once the mailbox is closed."""
+        self.check(message)
+        try:
+            await self._send.send((message, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ActorStoppedError(f"actor {self.owner!r} has stopped") from None
+
+    def close(self) -> None:
+        """Refuse new messages and fail the asks still waiting inside."""
+        self.closed = True
+        self._send.close()
+        while True:
+            try:
+                _, reply = self.receiver.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if reply is not None:
+                reply.fail(ActorStoppedError(f"actor {self.owner!r} stopped before answering"))
+
+
+def _type_name(message_type: Any) -> str:
+    return getattr(message_type, "__qualname__", None) or str(message_type)

@@ -1,0 +1,379 @@
+"""A node: one process's actor system, its registry of names, and its links to peers.
+
+``async with Node.open(...) as node`` runs the root supervisor in a nursery for the
+block; ``await nursery.start(node.serve)`` embeds the same thing in a user's nursery.
+Messages to actors on other nodes become :mod:`actors.wire` frames on a
+:mod:`transports` link; one writer task per link batches frames when the link is busy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from transports.base import Link, LinkClosed, Transport
+
+from .. import wire
+from .actor import Actor, ActorCell
+from .errors import (
+    ActorCrashedError,
+    ActorError,
+    ActorNotFoundError,
+    ActorStoppedError,
+    AskTimeoutError,
+    PeerLostError,
+)
+from .mailbox import LocalReply, Reply
+from .ref import ActorRef, RemoteRef
+from .supervisor import ChildSpec, Restart, Supervisor
+
+__all__ = ["Node"]
+
+M = TypeVar("M")
+log = logging.getLogger("actors.node")
+
+#: Runtime errors a fault frame may name; anything else arrives as ActorError.
+_FAULTS: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (
+        ActorCrashedError,
+        ActorNotFoundError,
+        ActorStoppedError,
+        ActorError,
+        TypeError,
+        wire.WireError,
+    )
+}
+_BATCH = 256
+
+
+@attrs.define(eq=False)
+class _Peer:
+    """One live link: the writer's queue and the asks waiting on that peer."""
+
+    name: str
+    link: Link
+    outbox: trio.MemorySendChannel[wire.Frame]
+    pending: dict[int, LocalReply] = attrs.field(factory=dict)
+
+
+class _RemoteReply(Reply):
+    """Sends the answer back over the link the ask came in on."""
+
+    __slots__ = ("_id", "_node", "_peer")
+
+    def __init__(self, node: Node, peer: _Peer, ask_id: int) -> None:
+        super().__init__()
+        self._node, self._peer, self._id = node, peer, ask_id
+
+    def _deliver(self, value: Any, error: BaseException | None) -> None:
+        frame: wire.Frame
+        if error is None:
+            try:
+                frame = wire.Answer("answer", self._id, wire.encode_value(value))
+            except Exception as exc:
+                error = wire.WireError(f"reply cannot be encoded: {exc}")
+        if error is not None:
+            frame = wire.Fault("fault", self._id, type(error).__name__, str(error))
+        self._node.post(self._peer, frame)
+
+
+class Node:
+    """One process's actor system: a root supervisor, a registry, and peer links."""
+
+    def __init__(
+        self,
+        name: str = "node",
+        *,
+        listen: str | None = None,
+        connect: Sequence[str] = (),
+        secret: bytes | str | None = None,
+        transport: Transport | None = None,
+        shutdown_timeout: float = 5.0,
+        reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        root: Supervisor | None = None,
+    ) -> None:
+        self.name = name
+        self.listen = listen
+        self.connect = list(connect)
+        self.secret = secret.encode() if isinstance(secret, str) else secret
+        self._transport = transport
+        self.shutdown_timeout = shutdown_timeout
+        self.reconnect_backoff = reconnect_backoff
+        self.root = root or Supervisor(max_restarts=10, within=1.0)
+        #: The address peers reach us at, once listening.
+        self.address: str | None = None
+        self._registry: dict[str, ActorCell[Any]] = {}
+        self._peers: dict[str, _Peer] = {}
+        self._peers_changed = trio.Event()
+        self._ids = itertools.count(1)
+        self._names = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        name: str = "node",
+        *,
+        listen: str | None = None,
+        connect: Sequence[str] = (),
+        secret: bytes | str | None = None,
+        transport: Transport | None = None,
+        shutdown_timeout: float = 5.0,
+    ) -> AsyncIterator[Node]:
+        """Run a node for the block; on exit every actor and link ends."""
+        node = cls(
+            name,
+            listen=listen,
+            connect=connect,
+            secret=secret,
+            transport=transport,
+            shutdown_timeout=shutdown_timeout,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.serve)
+            yield node
+            nursery.cancel_scope.cancel()
+
+    async def serve(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until cancelled; for ``await nursery.start(node.serve)``."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.root.run, self)
+            if self.listen is not None:
+                self.address = await nursery.start(
+                    self.transport.serve, self.listen, self._serve_link
+                )
+            for address in self.connect:
+                nursery.start_soon(self._keep_linked, address)
+            task_status.started(self)
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = self._default_transport()
+        return self._transport
+
+    def _default_transport(self) -> Transport:
+        address = self.listen or (self.connect[0] if self.connect else "ws://")
+        if address.startswith("local://"):
+            from transports.local import LocalTransport
+
+            return LocalTransport(self.name, self.secret)
+        from transports.websocket import WebSocketTransport
+
+        return WebSocketTransport(self.name, self.secret)
+
+    # Actors ----------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        start: Callable[[], Actor[M]],
+        *,
+        name: str | None = None,
+        restart: Restart = "permanent",
+        supervisor: Supervisor | None = None,
+    ) -> ActorRef[M]:
+        """Start an actor under ``supervisor`` (the root by default); returns its ref."""
+        if name is None:
+            name = f"{getattr(start, '__name__', 'actor')}-{next(self._names)}"
+        child = await (supervisor or self.root).start_child(ChildSpec(name, start, restart))
+        assert child.cell is not None
+        return child.cell.ref
+
+    async def spawn_supervisor(
+        self,
+        supervisor: Callable[[], Supervisor],
+        *,
+        name: str,
+        restart: Restart = "permanent",
+        parent: Supervisor | None = None,
+    ) -> Supervisor:
+        """Start a supervisor (with its children) under ``parent``; returns it."""
+        child = await (parent or self.root).start_child(ChildSpec(name, supervisor, restart))
+        assert child.supervisor is not None
+        return child.supervisor
+
+    def ref(self, name: str, node: str | None = None, message_type: Any = object) -> ActorRef[Any]:
+        """The ref of actor ``name`` on this node, or on the linked node ``node``."""
+        if node is None or node == self.name:
+            cell = self._registry.get(name)
+            if cell is None:
+                raise ActorNotFoundError(f"no actor named {name!r} on {self.name!r}")
+            return cell.ref
+        return RemoteRef(self, node, name, message_type)
+
+    def new_cell(self, name: str, message_type: Any, mailbox_size: int) -> ActorCell[Any]:
+        if name in self._registry:
+            raise ValueError(f"an actor named {name!r} already runs on {self.name!r}")
+        cell: ActorCell[Any] = ActorCell(self, name, message_type, mailbox_size)
+        self._registry[name] = cell
+        return cell
+
+    def lookup(self, name: str) -> ActorCell[Any] | None:
+        return self._registry.get(name)
+
+    def unregister(self, cell: ActorCell[Any]) -> None:
+        if self._registry.get(cell.name) is cell:
+            del self._registry[cell.name]
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the actors registered on this node."""
+        return list(self._registry)
+
+    # Peers -----------------------------------------------------------------------------
+
+    @property
+    def peers(self) -> list[str]:
+        return list(self._peers)
+
+    async def wait_for_peer(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until a link to node ``name`` is open."""
+        with trio.fail_after(timeout):
+            while name not in self._peers:
+                await self._peers_changed.wait()
+
+    async def send_remote_tell(self, node: str, target: str, message: Any) -> None:
+        peer = self._peer(node)
+        await self._send(peer, wire.Tell("tell", target, wire.encode_value(message)))
+
+    async def send_remote_ask(
+        self, node: str, target: str, message: Any, timeout: float | None
+    ) -> Any:
+        peer = self._peer(node)
+        ask_id = next(self._ids)
+        reply = LocalReply()
+        peer.pending[ask_id] = reply
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                await self._send(peer, wire.Ask("ask", ask_id, target, wire.encode_value(message)))
+                return await reply.wait()
+        finally:
+            peer.pending.pop(ask_id, None)
+        raise AskTimeoutError(f"no reply from {target!r}@{node!r} within {timeout}s")
+
+    def _peer(self, node: str) -> _Peer:
+        peer = self._peers.get(node)
+        if peer is None:
+            raise PeerLostError(f"no link to node {node!r}")
+        return peer
+
+    async def _send(self, peer: _Peer, frame: wire.Frame) -> None:
+        try:
+            await peer.outbox.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise PeerLostError(f"link to node {peer.name!r} is closed") from None
+
+    def post(self, peer: _Peer, frame: wire.Frame) -> None:
+        """Queue a reply without waiting: replies must not block the actor answering."""
+        try:
+            peer.outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._send_quietly, peer, frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the asker's side fails its pending ask when the link drops
+
+    async def _send_quietly(self, peer: _Peer, frame: wire.Frame) -> None:
+        with suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            await peer.outbox.send(frame)
+
+    async def _keep_linked(self, address: str) -> None:
+        """Dial ``address`` and redial with backoff whenever the link drops."""
+        delay, maximum = self.reconnect_backoff
+        wait = delay
+        while True:
+            try:
+                async with self.transport.connect(address) as link:
+                    wait = delay
+                    await self._serve_link(link)
+            except (LinkClosed, OSError) as exc:
+                log.info("link to %s down: %s; retrying in %.1fs", address, exc, wait)
+            await trio.sleep(wait)
+            wait = min(maximum, wait * 2)
+
+    async def _serve_link(self, link: Link) -> None:
+        """Run one link: a writer batching our frames, a reader dispatching theirs."""
+        outbox_send, outbox = trio.open_memory_channel[wire.Frame](_BATCH)
+        peer = _Peer(link.peer, link, outbox_send)
+        self._peers[peer.name] = peer
+        self._notify_peers()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, peer, outbox)
+                await self._read(peer)
+                nursery.cancel_scope.cancel()
+        except* LinkClosed as group:
+            log.info("link to %r closed: %s", peer.name, group.exceptions[0])
+        finally:
+            outbox_send.close()
+            if self._peers.get(peer.name) is peer:
+                del self._peers[peer.name]
+                self._notify_peers()
+            lost = PeerLostError(f"link to node {peer.name!r} dropped")
+            for reply in list(peer.pending.values()):
+                reply.fail(lost)
+            with trio.move_on_after(1, shield=True):
+                await link.aclose()
+
+    def _notify_peers(self) -> None:
+        self._peers_changed.set()
+        self._peers_changed = trio.Event()
+
+    async def _write(self, peer: _Peer, outbox: trio.MemoryReceiveChannel[wire.Frame]) -> None:
+        async for frame in outbox:
+            batch = [frame]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(outbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await peer.link.send(wire.encode_frames(batch))
+
+    async def _read(self, peer: _Peer) -> None:
+        async for data in peer.link:
+            try:
+                frames = wire.decode_frames(data)
+            except wire.WireError as exc:
+                log.warning("malformed frame from %r: %s; closing that link", peer.name, exc)
+                await peer.link.aclose("malformed frame", 1007)
+                return
+            for frame in frames:
+                await self._dispatch(peer, frame)
+
+    async def _dispatch(self, peer: _Peer, frame: wire.Frame) -> None:
+        if isinstance(frame, wire.Answer | wire.Fault):
+            reply = peer.pending.get(frame.id)
+            if reply is None:
+                return  # the asker timed out already
+            if isinstance(frame, wire.Fault):
+                reply.fail(_FAULTS.get(frame.error, ActorError)(frame.message))
+                return
+            try:
+                reply.resolve(wire.decode_value(frame.body))
+            except wire.WireError as exc:
+                reply.fail(exc)
+            return
+        answer: Reply | None = (
+            _RemoteReply(self, peer, frame.id) if isinstance(frame, wire.Ask) else None
+        )
+        try:
+            cell = self._registry.get(frame.target)
+            if cell is None:
+                raise ActorNotFoundError(f"no actor named {frame.target!r} on {self.name!r}")
+            message = wire.decode_value(frame.body)
+            await cell.mailbox.put(message, answer)
+        except (ActorError, TypeError, wire.WireError) as exc:
+            if answer is not None:
+                answer.fail(exc)
+            else:
+                log.warning("dropped tell from %r to %r: %s", peer.name, frame.target, exc)
