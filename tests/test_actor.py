@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from actors import (
@@ -78,7 +79,7 @@ async def test_full_mailbox_makes_tell_wait(autojump_clock: trio.abc.Clock) -> N
     async with Node.open("t") as node:
         ref = await node.spawn(Recorder)
         await ref.tell(Slow(10))  # taken out of the mailbox, keeps the actor busy
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         for value in range(Recorder.mailbox_size):
             await ref.tell(Add(value))
         with trio.move_on_after(1) as scope:
