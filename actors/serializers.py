@@ -1,0 +1,210 @@
+"""Serializers turn task arguments and results into bytes and back.
+
+JSON is the default. Both JSON and msgpack carry date/time values as small tagged maps so
+that they come back as the same kind of value, with the same time zone:
+
+* ``datetime`` (stdlib or pendulum) -> ``{"__datetime__": iso, "tz": zone name or None}``,
+  read back as a ``pendulum.DateTime`` in the same named zone (``Europe/Paris`` stays
+  ``Europe/Paris``, daylight-saving fold included); a fixed offset stays a fixed offset and
+  a naive value stays naive. An unknown zone name degrades to the fixed offset.
+* ``date`` -> ``{"__date__": iso}`` -> ``pendulum.Date``; ``time`` -> ``{"__time__": iso}``
+  -> ``pendulum.Time``; ``timedelta`` (and ``pendulum.Duration``) ->
+  ``{"__timedelta__": [days, seconds, microseconds]}`` -> ``pendulum.Duration``.
+
+attrs instances and dataclasses are written as a map of their fields and enums as their
+value; those come back as plain data (``cast_types`` structures them into the task's
+annotations). Tuples come back as lists. Anything else raises ``SerializationError`` naming
+the type. ``PickleSerializer`` round-trips any picklable object but runs code on load: use it
+only between peers you trust, and only by choosing it explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import enum
+import json
+import pickle
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import attrs
+import msgpack
+import pendulum
+
+from actors.exceptions import SecurityError, SerializationError
+
+__all__ = [
+    "JSONSerializer",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "TaskiqSerializer",
+    "decode_datetime",
+    "encode_datetime",
+    "serializer_by_name",
+]
+
+
+class TaskiqSerializer(ABC):
+    """Turns Python values into bytes and back (taskiq's serializer interface)."""
+
+    #: The name peers use to agree on a serializer.
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def dumpb(self, value: Any) -> bytes:
+        """Serialize ``value``; raise ``SerializationError`` if it cannot be."""
+
+    @abstractmethod
+    def loadb(self, data: bytes) -> Any:
+        """Deserialize ``data``; raise ``SerializationError`` if it is malformed."""
+
+
+def _zone_name(value: datetime.datetime) -> str | None:
+    """The IANA name of an aware datetime's zone, or None for naive/fixed-offset values."""
+    tz = value.tzinfo
+    if isinstance(tz, pendulum.FixedTimezone):
+        return None
+    key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo and pendulum.Timezone
+    return key if isinstance(key, str) else None
+
+
+def encode_datetime(value: datetime.datetime) -> list[Any]:
+    """``[iso, zone name or None]``: enough to rebuild the value in its own zone."""
+    return [value.isoformat(), _zone_name(value)]
+
+
+def decode_datetime(iso: str, zone: str | None) -> pendulum.DateTime:
+    """Inverse of ``encode_datetime``; falls back to the fixed offset if the zone is unknown."""
+    parsed = datetime.datetime.fromisoformat(iso)
+    if parsed.tzinfo is None:
+        return pendulum.instance(parsed, tz=None)
+    result = pendulum.instance(parsed)
+    if zone is not None:
+        # An unknown zone on this machine keeps the exact offset.
+        with contextlib.suppress(Exception):
+            result = result.in_timezone(zone)
+    return result
+
+
+def _to_plain(value: Any) -> Any:
+    """``default`` hook for json and msgpack: tag date/time values, flatten records."""
+    # datetime before date: datetime is a subclass of date.
+    if isinstance(value, datetime.datetime):
+        iso, zone = encode_datetime(value)
+        return {"__datetime__": iso, "tz": zone}
+    if isinstance(value, datetime.date):
+        return {"__date__": value.isoformat()}
+    if isinstance(value, datetime.time):
+        return {"__time__": value.isoformat()}
+    if isinstance(value, datetime.timedelta):
+        return {"__timedelta__": [value.days, value.seconds, value.microseconds]}
+    if attrs.has(type(value)):
+        return attrs.asdict(value, recurse=False)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise SerializationError(
+        f"Object of type {type(value).__module__}.{type(value).__qualname__} "
+        "cannot be serialized"
+    )
+
+
+def _from_plain(data: dict[Any, Any]) -> Any:
+    """``object_hook`` for json and msgpack: turn tagged maps back into date/time values."""
+    try:
+        if len(data) == 2 and isinstance(data.get("__datetime__"), str) and "tz" in data:
+            return decode_datetime(data["__datetime__"], data["tz"])
+        if len(data) == 1:
+            if isinstance(data.get("__date__"), str):
+                return pendulum.Date.fromisoformat(data["__date__"])
+            if isinstance(data.get("__time__"), str):
+                return pendulum.Time.fromisoformat(data["__time__"])
+            if isinstance(data.get("__timedelta__"), list):
+                days, seconds, micros = data["__timedelta__"]
+                return pendulum.Duration(days=days, seconds=seconds, microseconds=micros)
+    except (TypeError, ValueError):
+        pass  # looked like a tag but is not one: leave the user's map alone
+    return data
+
+
+class JSONSerializer(TaskiqSerializer):
+    """UTF-8 JSON via the standard library (the default; see the module docstring)."""
+
+    name = "json"
+
+    def dumpb(self, value: Any) -> bytes:
+        try:
+            text = json.dumps(value, default=_to_plain, ensure_ascii=False, separators=(",", ":"))
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise SerializationError(f"Cannot serialize to JSON: {exc}") from exc
+        return text.encode()
+
+    def loadb(self, data: bytes) -> Any:
+        try:
+            return json.loads(data, object_hook=_from_plain)
+        except (ValueError, TypeError, RecursionError) as exc:  # includes JSONDecodeError
+            raise SerializationError(f"Cannot deserialize JSON: {exc}") from exc
+
+
+class MsgpackSerializer(TaskiqSerializer):
+    """msgpack; compact, carries bytes natively, same tagging as JSON."""
+
+    name = "msgpack"
+
+    def dumpb(self, value: Any) -> bytes:
+        try:
+            packed = msgpack.packb(value, default=_to_plain, use_bin_type=True)
+        except SerializationError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise SerializationError(f"Cannot serialize to msgpack: {exc}") from exc
+        assert isinstance(packed, bytes)
+        return packed
+
+    def loadb(self, data: bytes) -> Any:
+        try:
+            return msgpack.unpackb(
+                data, raw=False, object_hook=_from_plain, strict_map_key=False
+            )
+        except Exception as exc:  # msgpack raises a zoo of types for malformed input
+            raise SerializationError(f"Cannot deserialize msgpack: {exc}") from exc
+
+
+class PickleSerializer(TaskiqSerializer):
+    """pickle: any picklable value, but loading runs code. Only for trusted peers."""
+
+    name = "pickle"
+
+    def dumpb(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # PicklingError, TypeError, AttributeError, ...
+            raise SerializationError(
+                f"Cannot pickle value of type {type(value).__qualname__}: {exc}"
+            ) from exc
+
+    def loadb(self, data: bytes) -> Any:
+        try:
+            return pickle.loads(data)  # opt-in only, trusted peers only
+        except Exception as exc:  # UnpicklingError, EOFError, ImportError, ...
+            raise SerializationError(f"Cannot unpickle: {exc}") from exc
+
+
+_BY_NAME: dict[str, type[TaskiqSerializer]] = {
+    cls.name: cls for cls in (JSONSerializer, MsgpackSerializer, PickleSerializer)
+}
+
+
+def serializer_by_name(name: str, *, allow_pickle: bool = False) -> TaskiqSerializer:
+    """A serializer for a name a peer sent; pickle is refused unless explicitly allowed."""
+    if name == PickleSerializer.name and not allow_pickle:
+        raise SecurityError("pickle serializer refused: pass allow_pickle=True to use it")
+    try:
+        return _BY_NAME[name]()
+    except KeyError:
+        raise SerializationError(f"Unknown serializer {name!r}") from None
