@@ -1,0 +1,8 @@
+"""Storage behind the task queue's actors: result backends (and schedule sources)."""
+
+from actors.backends.results import (
+    AsyncResultBackend as AsyncResultBackend,
+    DummyResultBackend as DummyResultBackend,
+    InmemoryResultBackend as InmemoryResultBackend,
+    SqliteResultBackend as SqliteResultBackend,
+)

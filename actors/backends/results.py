@@ -1,0 +1,423 @@
+"""Result backends: where finished tasks' results (and running tasks' progress) are kept.
+
+The interface is taskiq's ``AsyncResultBackend``, so a backend written for taskiq plugs in
+unchanged; the result store actor wraps whichever backend is configured and pushes results
+to waiters, so backends only store and fetch.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Literal
+
+import attrs
+import trio
+from typing_extensions import TypeVar
+
+from actors.exceptions import (
+    ResultBackendError,
+    ResultGetError,
+    ResultIsReadyError,
+)
+from actors.result import TaskiqResult, TaskProgress, result_from_wire, result_to_wire
+from actors.serializers import JSONSerializer, TaskiqSerializer
+
+__all__ = [
+    "AsyncResultBackend",
+    "DummyResultBackend",
+    "InmemoryResultBackend",
+    "SqliteResultBackend",
+]
+
+_ReturnT = TypeVar("_ReturnT", default=Any)
+_T = TypeVar("_T")
+
+_DEFAULT_PROGRESS_LIMIT = 10_000
+
+
+class AsyncResultBackend(ABC, Generic[_ReturnT]):
+    """Stores results by task id. Subclasses must implement set/get/is_ready.
+
+    The defaults: ``startup``/``shutdown`` do nothing; progress is kept in memory (the most
+    recent 10,000 task ids); ``delete_result`` forgets only that progress.
+    """
+
+    _default_progress: OrderedDict[str, TaskProgress[Any]] | None = None
+
+    async def startup(self) -> None:
+        """Open connections; called once before use."""
+
+    async def shutdown(self) -> None:
+        """Release connections; called once after use."""
+
+    @abstractmethod
+    async def set_result(self, task_id: str, result: TaskiqResult[_ReturnT]) -> None:
+        """Store (or replace) the result of ``task_id``."""
+
+    @abstractmethod
+    async def is_result_ready(self, task_id: str) -> bool:
+        """Whether a result for ``task_id`` is stored."""
+
+    @abstractmethod
+    async def get_result(
+        self, task_id: str, with_logs: bool = False
+    ) -> TaskiqResult[_ReturnT]:
+        """The stored result; raises ``ResultGetError`` if there is none."""
+
+    async def delete_result(self, task_id: str) -> None:
+        """Forget the result and progress of ``task_id`` (no error if unknown)."""
+        if self._default_progress is not None:
+            self._default_progress.pop(task_id, None)
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        """Store the latest progress report of a running task."""
+        if self._default_progress is None:
+            self._default_progress = OrderedDict()
+        store = self._default_progress
+        store[task_id] = progress
+        store.move_to_end(task_id)
+        while len(store) > _DEFAULT_PROGRESS_LIMIT:
+            store.popitem(last=False)
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        """The latest progress report, or None if there is none."""
+        if self._default_progress is None:
+            return None
+        return self._default_progress.get(task_id)
+
+
+class InmemoryResultBackend(AsyncResultBackend[_ReturnT]):
+    """Keeps the newest ``max_stored_results`` results in memory (-1: no limit).
+
+    The oldest stored result is evicted first; storing a result again counts as new.
+    Operations complete without yielding to the scheduler.
+    """
+
+    def __init__(self, max_stored_results: int = 100) -> None:
+        if max_stored_results < -1:
+            raise ValueError("max_stored_results must be -1 (unlimited) or >= 0")
+        self.max_stored_results = max_stored_results
+        self.results: OrderedDict[str, TaskiqResult[_ReturnT]] = OrderedDict()
+        self.progress: OrderedDict[str, TaskProgress[Any]] = OrderedDict()
+
+    def _put(self, store: OrderedDict[str, _T], key: str, value: _T) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        if self.max_stored_results != -1:
+            while len(store) > self.max_stored_results:
+                store.popitem(last=False)
+
+    async def set_result(self, task_id: str, result: TaskiqResult[_ReturnT]) -> None:
+        self._put(self.results, task_id, result)
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        return task_id in self.results
+
+    async def get_result(
+        self, task_id: str, with_logs: bool = False
+    ) -> TaskiqResult[_ReturnT]:
+        try:
+            return self.results[task_id]
+        except KeyError:
+            raise ResultGetError(f"No result stored for task {task_id!r}") from None
+
+    async def delete_result(self, task_id: str) -> None:
+        self.results.pop(task_id, None)
+        self.progress.pop(task_id, None)
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        self._put(self.progress, task_id, progress)
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        return self.progress.get(task_id)
+
+
+class DummyResultBackend(AsyncResultBackend[_ReturnT]):
+    """Stores nothing: for brokers whose callers never read results."""
+
+    async def set_result(self, task_id: str, result: TaskiqResult[_ReturnT]) -> None:
+        pass
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        return False
+
+    async def get_result(
+        self, task_id: str, with_logs: bool = False
+    ) -> TaskiqResult[_ReturnT]:
+        raise ResultGetError(f"DummyResultBackend stores no results (task {task_id!r})")
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        pass
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        return None
+
+
+# --- SQLite -------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    task_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS results_expiry ON results (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS progress (
+    task_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS progress_expiry ON progress (expires_at)
+    WHERE expires_at IS NOT NULL;
+"""
+
+_Statement = tuple[str, tuple[Any, ...]]
+_PURGE_EVERY_WRITES = 1000
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """Writes waiting to be committed together; every writer waits for its batch."""
+
+    statements: list[_Statement] = attrs.field(factory=list)
+    done: bool = False
+    error: BaseException | None = None
+
+
+def _ttl_from_labels(labels: dict[str, Any]) -> float | None:
+    """A positive ``ttl`` label in seconds (number or numeric string), else None."""
+    raw = labels.get("ttl")
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        ttl = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return ttl if ttl > 0 else None
+
+
+class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
+    """Durable results in one SQLite file (WAL mode), e.g. for a hub's ``--state``.
+
+    Results are stored as ``result_to_wire`` bytes made with ``serializer`` (JSON by
+    default). Each result may expire: ``ttl`` given to ``set_result``, else a positive
+    ``ttl`` label on the result, else ``result_ttl`` (None: kept until deleted). Expired
+    rows are invisible, removed when read, at startup, and every 1000 writes.
+
+    One connection, used from a worker thread one call at a time (``CapacityLimiter(1)``);
+    concurrent writes are committed together in one transaction, and ``set_result``
+    returns once its write is committed. ``clock`` returns wall-clock seconds (expiry
+    must survive restarts); tests may pass a fake one.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serializer: TaskiqSerializer | None = None,
+        result_ttl: float | None = None,
+        synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"invalid synchronous mode {synchronous!r}")
+        self.path = os.fspath(path)
+        self.serializer = serializer if serializer is not None else JSONSerializer()
+        self.result_ttl = result_ttl
+        self._synchronous = synchronous
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+        self._write_lock = trio.Lock()
+        self._batch = _Batch()
+        self._writes_since_purge = 0
+
+    # Everything below that touches self._conn runs in a worker thread under the limiter.
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    def _commit(self, statements: Sequence[_Statement]) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _purge(self) -> int:
+        conn = self._connection()
+        now = self._clock()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute("DELETE FROM results WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM progress WHERE expires_at <= ?", (now,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return cur.rowcount
+
+    def _fetch(self, table: Literal["results", "progress"], task_id: str) -> bytes | None:
+        conn = self._connection()
+        row = conn.execute(
+            f"SELECT data, expires_at FROM {table} WHERE task_id = ?", (task_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        data, expires_at = row
+        if expires_at is not None and expires_at <= self._clock():
+            conn.execute(f"DELETE FROM {table} WHERE task_id = ?", (task_id,))
+            return None
+        return bytes(data)
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    async def _flush(self) -> None:
+        """Commit the open batch; the caller holds ``_write_lock``."""
+        batch, self._batch = self._batch, _Batch()
+        try:
+            await self._run(lambda: self._commit(batch.statements))
+        except Exception as exc:  # _write raises it to every writer of the batch
+            batch.error = exc
+        except BaseException as exc:
+            batch.error = exc
+            raise
+        finally:
+            batch.done = True
+
+    async def _write(self, *statements: _Statement) -> None:
+        batch = self._batch
+        batch.statements.extend(statements)
+        self._writes_since_purge += 1
+        if self._writes_since_purge >= _PURGE_EVERY_WRITES:
+            self._writes_since_purge = 0
+            now = self._clock()
+            batch.statements.append(("DELETE FROM results WHERE expires_at <= ?", (now,)))
+            batch.statements.append(("DELETE FROM progress WHERE expires_at <= ?", (now,)))
+        async with self._write_lock:
+            if not batch.done:
+                await self._flush()
+        if batch.error is not None:
+            raise ResultBackendError(f"SQLite write failed: {batch.error}") from batch.error
+
+    def _expires_at(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self._clock() + ttl
+
+    async def startup(self) -> None:
+        """Open (or create) the database and drop expired rows."""
+        try:
+            await self._run(self._purge)
+        except sqlite3.Error as exc:
+            raise ResultBackendError(f"Cannot open result store {self.path!r}: {exc}") from exc
+
+    async def shutdown(self) -> None:
+        """Commit pending writes and close the connection (reopened on next use)."""
+        async with self._write_lock:
+            batch = self._batch
+            try:
+                if batch.statements:
+                    await self._flush()
+            finally:
+                await self._run(self._close)
+        if batch.error is not None:
+            raise ResultBackendError(f"SQLite write failed: {batch.error}") from batch.error
+
+    async def purge_expired(self) -> int:
+        """Delete expired results and progress now; returns how many results went."""
+        return await self._run(self._purge)
+
+    async def set_result(
+        self, task_id: str, result: TaskiqResult[_ReturnT], *, ttl: float | None = None
+    ) -> None:
+        """Store the result; raises ``SerializationError`` before writing if it cannot be."""
+        data = result_to_wire(result, self.serializer)
+        if ttl is None:
+            ttl = _ttl_from_labels(result.labels)
+        if ttl is None:
+            ttl = self.result_ttl
+        expires_at = self._expires_at(ttl)
+        await self._write(
+            (
+                "INSERT OR REPLACE INTO results (task_id, data, expires_at) VALUES (?, ?, ?)",
+                (task_id, data, expires_at),
+            ),
+            # The task's progress report lives as long as its result.
+            ("UPDATE progress SET expires_at = ? WHERE task_id = ?", (expires_at, task_id)),
+        )
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        try:
+            return await self._run(lambda: self._fetch("results", task_id)) is not None
+        except sqlite3.Error as exc:
+            raise ResultIsReadyError(f"SQLite read failed: {exc}") from exc
+
+    async def get_result(
+        self, task_id: str, with_logs: bool = False
+    ) -> TaskiqResult[_ReturnT]:
+        """The stored result; a row that cannot be decoded gives an error result."""
+        try:
+            data = await self._run(lambda: self._fetch("results", task_id))
+        except sqlite3.Error as exc:
+            raise ResultGetError(f"SQLite read failed: {exc}") from exc
+        if data is None:
+            raise ResultGetError(f"No result stored for task {task_id!r}")
+        result = result_from_wire(data, self.serializer)
+        if not result.task_id:
+            result.task_id = task_id
+        return result
+
+    async def delete_result(self, task_id: str) -> None:
+        await self._write(
+            ("DELETE FROM results WHERE task_id = ?", (task_id,)),
+            ("DELETE FROM progress WHERE task_id = ?", (task_id,)),
+        )
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        data = self.serializer.dumpb(progress.to_dict())
+        await self._write(
+            (
+                "INSERT OR REPLACE INTO progress (task_id, data, expires_at) VALUES (?, ?, ?)",
+                (task_id, data, self._expires_at(self.result_ttl)),
+            )
+        )
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        """The latest progress; None if there is none or it cannot be decoded."""
+        try:
+            data = await self._run(lambda: self._fetch("progress", task_id))
+        except sqlite3.Error as exc:
+            raise ResultGetError(f"SQLite read failed: {exc}") from exc
+        if data is None:
+            return None
+        try:
+            return TaskProgress.from_dict(self.serializer.loadb(data))
+        except Exception:
+            return None
