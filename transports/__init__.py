@@ -2,6 +2,7 @@
 
 from .base import (
     DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME,
+    Address as Address,
     HandshakeError as HandshakeError,
     Link as Link,
     LinkClosed as LinkClosed,
@@ -9,3 +10,5 @@ from .base import (
     LinkState as LinkState,
     Transport as Transport,
 )
+from .local import LocalLink as LocalLink, LocalTransport as LocalTransport
+from .websocket import WebSocketLink as WebSocketLink, WebSocketTransport as WebSocketTransport

@@ -142,18 +142,22 @@ async def handshake(
     """
     key = secret or b""
     nonce = os.urandom(16)
-    with trio.fail_after(timeout):
-        await send(msgpack.packb([PROTOCOL, name, nonce]))
-        try:
-            protocol, peer, peer_nonce = msgpack.unpackb(await receive())
-            if not (isinstance(peer, str) and isinstance(peer_nonce, bytes)):
-                raise TypeError("bad hello fields")
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise HandshakeError(f"malformed hello: {exc}", code=1002) from exc
-        if protocol != PROTOCOL:
-            raise HandshakeError(f"peer speaks {protocol!r}, not {PROTOCOL!r}", code=1002)
-        await send(_proof(key, peer_nonce, name))
-        proof = await receive()
-        if not hmac.compare_digest(proof, _proof(key, nonce, peer)):
-            raise HandshakeError(f"peer {peer!r} failed authentication", code=4001)
+    try:
+        with trio.fail_after(timeout):
+            await send(msgpack.packb([PROTOCOL, name, nonce]))
+            try:
+                protocol, peer, peer_nonce = msgpack.unpackb(await receive())
+                if not (isinstance(peer, str) and isinstance(peer_nonce, bytes)):
+                    raise TypeError("bad hello fields")
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise HandshakeError(f"malformed hello: {exc}", code=1002) from exc
+            if protocol != PROTOCOL:
+                raise HandshakeError(f"peer speaks {protocol!r}, not {PROTOCOL!r}", code=1002)
+            await send(_proof(key, peer_nonce, name))
+            proof = await receive()
+            if not hmac.compare_digest(proof, _proof(key, nonce, peer)):
+                raise HandshakeError(f"peer {peer!r} failed authentication", code=4001)
+    except trio.TooSlowError:
+        # A silent peer is a failed handshake, not a timeout the caller must know about.
+        raise HandshakeError(f"no handshake within {timeout}s", code=1002) from None
     return peer

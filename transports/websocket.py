@@ -1,0 +1,428 @@
+"""Links over websockets (trio-websocket), addressed ``ws://HOST:PORT`` or ``wss://``.
+
+Each link runs two tasks next to the code that uses it, in the nursery of the
+``connect()`` block or of the server's per-connection handler, so none outlives it:
+
+* a *pump* drains the websocket into a bounded trio channel. trio-websocket's own queue
+  holds one message and its reader stops answering pings while that queue is full, so
+  the pump keeps it empty; back-pressure moves to our bounded channel and, past it, to
+  TCP. A consumer that leaves the channel full longer than the peer's heartbeat timeout
+  loses the link: the buffer fails loudly instead of growing.
+* a *heartbeat* pings every ``heartbeat_interval`` and closes the link with 1011
+  ("heartbeat timeout") when no pong comes within ``heartbeat_timeout``.
+
+Close codes: 1009 frame bigger than ``max_frame`` (the receiver closes), 4001 failed
+authentication, 1002 protocol error (bad hello, handshake timeout), 1003 text frame,
+1011 heartbeat timeout, 1006 connection lost or never made.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+)
+
+from .base import (
+    DEFAULT_MAX_FRAME,
+    LINK_TRANSITIONS,
+    Address,
+    HandshakeError,
+    LinkClosed,
+    LinkHandler,
+    LinkState,
+    handshake,
+)
+
+__all__ = ["WebSocketLink", "WebSocketTransport"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest wait for the peer's half of the closing handshake before dropping TCP.
+CLOSE_TIMEOUT = 2.0
+
+
+def _parse(address: Address) -> tuple[str, str, int, str]:
+    """``ws://host:port/path`` -> (scheme, host, port, resource)."""
+    parts = urlsplit(address)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a websocket address: {address!r} (expected ws:// or wss://)")
+    if not parts.hostname:
+        raise ValueError(f"no host in {address!r}")
+    port = parts.port if parts.port is not None else (443 if parts.scheme == "wss" else 80)
+    return parts.scheme, parts.hostname, port, parts.path or "/"
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _wire_code(code: int) -> int:
+    """Close codes a peer accepts on the wire; others (1005, 1006, ...) become 1011."""
+    if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    return 1011
+
+
+def _wire_reason(reason: str) -> str:
+    # A close frame carries at most 123 bytes of reason.
+    return reason.encode()[:123].decode("utf-8", "ignore")
+
+
+@contextmanager
+def _collapse_groups() -> Iterator[None]:
+    """Unwrap the exception group a link's nursery puts around a lone error.
+
+    The link's own tasks never raise, so a group holds the body's error plus perhaps
+    ``Cancelled`` from the same cancellation; callers can then write ``except LinkClosed``.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+        if len(errors) > 1:
+            raise
+        lone = errors[0] if errors else group.exceptions[0]
+        context = lone.__context__
+        try:
+            raise lone
+        finally:
+            lone.__context__ = context
+
+
+class WebSocketLink:
+    """One websocket connection after (and during) the handshake.
+
+    Made by :meth:`WebSocketTransport.open_link`, which also runs its tasks.
+    """
+
+    def __init__(
+        self, ws: WebSocketConnection, *, name: str, max_frame: int, queue_size: int
+    ) -> None:
+        self._ws = ws
+        self._name = name
+        self._max_frame = max_frame
+        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](queue_size)
+        self._peer = ""
+        self._state = LinkState.CONNECTING
+        self._closed: LinkClosed | None = None
+        self._close_done: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        role = "client" if self._ws.is_client else "server"
+        return f"<WebSocketLink {role} {self._name}->{self._peer or '?'} {self._state.value}>"
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    async def send(self, frame: bytes) -> None:
+        if self._closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_error()
+        if len(frame) > self._max_frame:
+            reason = f"frame of {len(frame)} bytes exceeds max_frame {self._max_frame}"
+            logger.warning("%r: refusing to send: %s", self, reason)
+            await self.aclose(reason, 1009)
+            raise LinkClosed(reason, 1009)
+        try:
+            await self._ws.send_message(bytes(frame))
+        except ConnectionClosed as exc:
+            self._on_ws_closed(exc.reason)
+            raise self._closed_error() from None
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._inbox.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._closed_error() from None
+
+    async def aclose(self, reason: str = "closed", code: int = 1000) -> None:
+        if self._close_done is not None:
+            await self._close_done.wait()
+            return
+        self._close_done = trio.Event()
+        try:
+            self._mark_closed(reason, code)
+            self._inbox.close()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                # Returns at once when the peer closed first; on timeout or cancellation
+                # trio-websocket still closes the stream.
+                await self._ws.aclose(_wire_code(code), _wire_reason(reason))
+        finally:
+            self._close_done.set()
+
+    def __aiter__(self) -> WebSocketLink:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive()
+        except LinkClosed as exc:
+            if exc.code in (1000, 1001):
+                raise StopAsyncIteration from None
+            raise
+
+    # -- internals -------------------------------------------------------------------
+
+    def _set_state(self, new: LinkState) -> None:
+        if new not in LINK_TRANSITIONS[self._state]:
+            raise RuntimeError(f"{self!r}: illegal transition to {new.value}")
+        self._state = new
+
+    def _closed_error(self) -> LinkClosed:
+        # A fresh exception each time: re-raising one instance would pile up tracebacks.
+        if self._closed is None:
+            return LinkClosed("link closed", 1006)
+        return LinkClosed(self._closed.reason, self._closed.code)
+
+    def _mark_closed(self, reason: str, code: int) -> bool:
+        if self._closed is not None:
+            return False
+        self._closed = LinkClosed(reason, code)
+        self._set_state(LinkState.CLOSED)
+        return True
+
+    def _on_ws_closed(self, close: CloseReason | None) -> None:
+        """The websocket closed under us: the peer closed, vanished, or trio-websocket
+        refused an oversized frame."""
+        code = close.code if close is not None else 1006
+        reason = (close.reason or close.name) if close is not None else "connection lost"
+        if not self._mark_closed(reason, code):
+            return
+        if code == 1009:
+            logger.warning("%r: link closed, frame too big (1009): %s", self, reason)
+        else:
+            logger.debug("%r: link closed by peer: %s (%d)", self, reason, code)
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                try:
+                    message = await self._ws.get_message()
+                except ConnectionClosed as exc:
+                    self._on_ws_closed(exc.reason)
+                    return
+                if not isinstance(message, bytes):
+                    logger.warning("%r: text frame received; closing (1003)", self)
+                    await self.aclose("text frames are not part of the protocol", 1003)
+                    return
+                try:
+                    await self._inbox_send.send(message)
+                except trio.BrokenResourceError:
+                    return  # we closed the inbox: aclose() is under way
+        finally:
+            self._inbox_send.close()
+
+    async def _heartbeat(self, interval: float, timeout: float) -> None:
+        for n in itertools.count():
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout) as waiting:
+                try:
+                    # Our own payloads never repeat, so ping() never sees a duplicate.
+                    await self._ws.ping(n.to_bytes(8, "big"))
+                except ConnectionClosed:
+                    return  # the pump reports the close
+            if waiting.cancelled_caught:
+                logger.warning("%r: no pong within %ss; closing (1011)", self, timeout)
+                await self.aclose("heartbeat timeout", 1011)
+                return
+
+    async def _handshake(self, secret: bytes | None, timeout: float) -> None:
+        self._set_state(LinkState.HANDSHAKING)
+        try:
+            self._peer = await handshake(
+                self.send, self.receive, name=self._name, secret=secret, timeout=timeout
+            )
+        except HandshakeError as exc:
+            logger.warning("%r: handshake failed: %s (%d)", self, exc.reason, exc.code)
+            await self.aclose(exc.reason, exc.code)
+            raise
+        except LinkClosed as exc:
+            logger.warning("%r: peer closed the link during handshake: %s", self, exc.reason)
+            await self.aclose(exc.reason, exc.code)
+            raise HandshakeError(f"closed during handshake: {exc.reason}", exc.code) from exc
+        self._set_state(LinkState.OPEN)
+
+
+class WebSocketTransport:
+    """Links over trio-websocket; binary frames, one link per websocket connection."""
+
+    def __init__(
+        self,
+        name: str,
+        secret: bytes | None = None,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+        queue_size: int = 64,
+        handshake_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.secret = secret
+        self.max_frame = max_frame
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.ssl_context = ssl_context
+        self.queue_size = queue_size
+        self.handshake_timeout = handshake_timeout
+        self.connect_timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"WebSocketTransport({self.name!r})"
+
+    @asynccontextmanager
+    async def open_link(self, ws: WebSocketConnection) -> AsyncIterator[WebSocketLink]:
+        """Run a link over an already open websocket: handshake, pump and heartbeat.
+
+        :meth:`connect` and :meth:`serve` use it; tests drive it over
+        ``trio.testing.memory_stream_pair``. The websocket is closed on exit.
+        """
+        link = WebSocketLink(
+            ws, name=self.name, max_frame=self.max_frame, queue_size=self.queue_size
+        )
+        with _collapse_groups():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(link._pump)
+                try:
+                    await link._handshake(self.secret, self.handshake_timeout)
+                    nursery.start_soon(
+                        link._heartbeat, self.heartbeat_interval, self.heartbeat_timeout
+                    )
+                    yield link
+                finally:
+                    try:
+                        await link.aclose()
+                    finally:
+                        nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def connect(self, address: Address) -> AsyncIterator[WebSocketLink]:
+        """Open a link to ``address``.
+
+        Raises :class:`LinkClosed` (code 1006) when the peer cannot be reached and
+        :class:`HandshakeError` when the handshake fails.
+        """
+        scheme, host, port, resource = _parse(address)
+        ssl_context: ssl.SSLContext | None = None
+        if scheme == "wss":
+            ssl_context = self.ssl_context or ssl.create_default_context()
+        opened = False
+        try:
+            with _collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    # We open the stream ourselves rather than via open_websocket_url: that
+                    # one never closes the client socket when the server closes first.
+                    with trio.fail_after(self.connect_timeout):
+                        stream = await _dial(host, port, ssl_context)
+                    try:
+                        with trio.fail_after(self.connect_timeout):
+                            ws = await trio_websocket.wrap_client_stream(
+                                nursery,
+                                stream,
+                                host if port in (80, 443) else _netloc(host, port),
+                                resource,
+                                max_message_size=self.max_frame,
+                            )
+                        async with self.open_link(ws) as link:
+                            opened = True
+                            yield link
+                    finally:
+                        await trio.aclose_forcefully(stream)
+        except (
+            OSError,
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio_websocket.HandshakeError,
+            ConnectionClosed,
+        ) as exc:
+            if opened:
+                raise
+            raise LinkClosed(f"cannot connect to {address}: {exc!r}", 1006) from exc
+
+    async def serve(
+        self,
+        address: Address,
+        handler: LinkHandler,
+        *,
+        task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept links until cancelled; reports ``ws://HOST:PORT`` with the bound port.
+
+        Each link runs ``handler`` after a successful handshake and closes when it
+        returns. Bind one IP address: with port 0 a name such as ``localhost`` may bind
+        several listeners on different ports, and only the first is reported.
+        """
+        scheme, host, port, _ = _parse(address)
+        ssl_context: ssl.SSLContext | None = None
+        if scheme == "wss":
+            if self.ssl_context is None:
+                raise ValueError("serving wss:// needs an ssl_context")
+            ssl_context = self.ssl_context
+
+        async def on_request(request: WebSocketRequest) -> None:
+            await self._accept(request, handler)
+
+        async with trio.open_nursery() as nursery:
+            server: WebSocketServer = await nursery.start(
+                partial(
+                    trio_websocket.serve_websocket,
+                    on_request,
+                    host,
+                    port,
+                    ssl_context,
+                    max_message_size=self.max_frame,
+                    connect_timeout=self.connect_timeout,
+                    disconnect_timeout=CLOSE_TIMEOUT,
+                )
+            )
+            ports = [ep.port for ep in server.listeners if isinstance(ep, trio_websocket.Endpoint)]
+            bound = f"{scheme}://{_netloc(host, ports[0] if ports else port)}"
+            logger.info("%r: serving at %s", self, bound)
+            task_status.started(bound)
+
+    async def _accept(self, request: WebSocketRequest, handler: LinkHandler) -> None:
+        try:
+            ws = await request.accept()
+        except ConnectionClosed:
+            return
+        try:
+            async with self.open_link(ws) as link:
+                await handler(link)
+        except LinkClosed as exc:  # a failed handshake included; the link logged it
+            logger.debug("link from %s ended: %s (%d)", request.remote, exc.reason, exc.code)
+
+
+async def _dial(
+    host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    tcp = await trio.open_tcp_stream(host, port)
+    if ssl_context is None:
+        return tcp
+    tls = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
+    try:
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tls)
+        raise
+    return tls
