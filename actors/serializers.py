@@ -9,7 +9,8 @@ that they come back as the same kind of value, with the same time zone:
   a naive value stays naive. An unknown zone name degrades to the fixed offset.
 * ``date`` -> ``{"__date__": iso}`` -> ``pendulum.Date``; ``time`` -> ``{"__time__": iso}``
   -> ``pendulum.Time``; ``timedelta`` (and ``pendulum.Duration``) ->
-  ``{"__timedelta__": [days, seconds, microseconds]}`` -> ``pendulum.Duration``.
+  ``{"__timedelta__": [days, seconds, microseconds]}`` -> ``pendulum.Duration`` (a
+  Duration's months and years travel as the days they stand for).
 
 attrs instances and dataclasses are written as a map of their fields and enums as their
 value; those come back as plain data (``cast_types`` structures them into the task's
@@ -99,7 +100,9 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, datetime.time):
         return {"__time__": value.isoformat()}
     if isinstance(value, datetime.timedelta):
-        return {"__timedelta__": [value.days, value.seconds, value.microseconds]}
+        # pendulum.Duration redefines days/seconds; normalise to a stdlib timedelta first.
+        plain = datetime.timedelta.__add__(datetime.timedelta(), value)
+        return {"__timedelta__": [plain.days, plain.seconds, plain.microseconds]}
     if attrs.has(type(value)):
         return attrs.asdict(value, recurse=False)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -1,0 +1,180 @@
+"""Serializers round-trip plain data and date/time values, and fail with SerializationError."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import zoneinfo
+from typing import Any
+
+import attrs
+import pendulum
+import pytest
+
+from actors.exceptions import SecurityError, SerializationError
+from actors.serializers import (
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    TaskiqSerializer,
+    decode_datetime,
+    serializer_by_name,
+)
+
+TAGGING = [JSONSerializer(), MsgpackSerializer()]
+
+
+def roundtrip(serializer: TaskiqSerializer, value: Any) -> Any:
+    data = serializer.dumpb(value)
+    assert isinstance(data, bytes)
+    return serializer.loadb(data)
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -(2**40), 1.5, "héllo ✓", [1, "a", None], {"a": {"b": [1.0, 2.0]}}],
+)
+def test_plain_values_roundtrip(serializer: TaskiqSerializer, value: Any) -> None:
+    assert roundtrip(serializer, value) == value
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_pendulum_datetime_keeps_named_zone(serializer: TaskiqSerializer) -> None:
+    value = pendulum.datetime(2024, 7, 1, 9, 30, 15, 123456, tz="Europe/Paris")
+    back = roundtrip(serializer, {"when": value})["when"]
+    assert isinstance(back, pendulum.DateTime)
+    assert back == value
+    assert back.timezone_name == "Europe/Paris"
+    assert back.utcoffset() == datetime.timedelta(hours=2)
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_ambiguous_wall_time_keeps_its_fold(serializer: TaskiqSerializer) -> None:
+    # 02:30 happens twice in Paris on 2024-10-27; the second one is fold=1 (+01:00).
+    value = pendulum.datetime(2024, 10, 27, 2, 30, tz="Europe/Paris", fold=1)
+    back = roundtrip(serializer, value)
+    assert back == value
+    assert back.utcoffset() == datetime.timedelta(hours=1)
+    assert back.timezone_name == "Europe/Paris"
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_stdlib_datetimes(serializer: TaskiqSerializer) -> None:
+    zoned = datetime.datetime(2024, 1, 5, 8, 0, tzinfo=zoneinfo.ZoneInfo("America/New_York"))
+    plus_three = datetime.timezone(datetime.timedelta(hours=3))
+    fixed = datetime.datetime(2024, 1, 5, 8, 0, tzinfo=plus_three)
+    naive = datetime.datetime(2024, 1, 5, 8, 0)
+    back_zoned, back_fixed, back_naive = roundtrip(serializer, [zoned, fixed, naive])
+    assert back_zoned == zoned
+    assert back_zoned.timezone_name == "America/New_York"
+    assert back_fixed == fixed
+    assert back_fixed.utcoffset() == datetime.timedelta(hours=3)
+    assert back_naive.tzinfo is None
+    assert back_naive == naive
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_date_time_and_duration(serializer: TaskiqSerializer) -> None:
+    values = [
+        datetime.date(2024, 2, 29),
+        datetime.time(23, 59, 1, 5),
+        datetime.timedelta(days=2, seconds=5, microseconds=7),
+        pendulum.duration(hours=-3),
+    ]
+    back = roundtrip(serializer, values)
+    assert back == values
+    assert isinstance(back[0], pendulum.Date)
+    assert isinstance(back[2], pendulum.Duration)
+
+
+@attrs.define
+class Point:
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Box:
+    corner: Point
+    created: datetime.datetime
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_records_and_enums_become_plain_data(serializer: TaskiqSerializer) -> None:
+    created = pendulum.datetime(2024, 1, 1, tz="Asia/Tokyo")
+    back = roundtrip(serializer, {"box": Box(Point(1, 2), created), "color": Color.RED})
+    assert back == {"box": {"corner": {"x": 1, "y": 2}, "created": created}, "color": "red"}
+    assert back["box"]["created"].timezone_name == "Asia/Tokyo"
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_tuples_come_back_as_lists(serializer: TaskiqSerializer) -> None:
+    assert roundtrip(serializer, (1, (2, 3))) == [1, [2, 3]]
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+@pytest.mark.parametrize(("value", "type_name"), [(Opaque(), "Opaque"), ({1, 2}, "set")])
+def test_unserializable_value_names_its_type(
+    serializer: TaskiqSerializer, value: Any, type_name: str
+) -> None:
+    with pytest.raises(SerializationError, match=type_name):
+        serializer.dumpb({"args": [1, value]})
+
+
+def test_json_rejects_non_string_keys_and_cycles() -> None:
+    with pytest.raises(SerializationError, match="tuple"):
+        JSONSerializer().dumpb({(1, 2): "x"})
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(SerializationError):
+        JSONSerializer().dumpb(cycle)
+
+
+@pytest.mark.parametrize("serializer", [*TAGGING, PickleSerializer()], ids=lambda s: s.name)
+def test_malformed_input_raises_serialization_error(serializer: TaskiqSerializer) -> None:
+    with pytest.raises(SerializationError):
+        serializer.loadb(b"\xc1\xff{not valid")
+
+
+@pytest.mark.parametrize("serializer", TAGGING, ids=lambda s: s.name)
+def test_map_that_only_looks_like_a_tag_is_left_alone(serializer: TaskiqSerializer) -> None:
+    value = {"__datetime__": "not a date", "tz": None}
+    assert roundtrip(serializer, value) == value
+    assert roundtrip(serializer, {"__date__": 5}) == {"__date__": 5}
+
+
+def test_unknown_zone_degrades_to_fixed_offset() -> None:
+    back = decode_datetime("2024-07-01T09:30:00+02:00", "Mars/Olympus_Mons")
+    assert back.utcoffset() == datetime.timedelta(hours=2)
+    assert back == pendulum.datetime(2024, 7, 1, 7, 30, tz="UTC")
+
+
+def test_msgpack_carries_bytes() -> None:
+    assert roundtrip(MsgpackSerializer(), {"blob": b"\x00\x01"}) == {"blob": b"\x00\x01"}
+
+
+def test_pickle_roundtrips_arbitrary_objects_and_reports_failures() -> None:
+    value = {"set": {1, 2}, "point": Point(3, 4), "tuple": (1, 2)}
+    assert roundtrip(PickleSerializer(), value) == value
+    with pytest.raises(SerializationError, match="function"):
+        PickleSerializer().dumpb(lambda: None)
+
+
+def test_serializer_by_name_refuses_pickle_unless_allowed() -> None:
+    assert isinstance(serializer_by_name("json"), JSONSerializer)
+    assert isinstance(serializer_by_name("msgpack"), MsgpackSerializer)
+    with pytest.raises(SecurityError):
+        serializer_by_name("pickle")
+    assert isinstance(serializer_by_name("pickle", allow_pickle=True), PickleSerializer)
+    with pytest.raises(SerializationError, match="yaml"):
+        serializer_by_name("yaml")
