@@ -187,7 +187,10 @@ class LocalLink:
             logger.warning("%r: peer closed the link during handshake: %s", self, exc.reason)
             await self.aclose(exc.reason, exc.code)
             raise HandshakeError(f"closed during handshake: {exc.reason}", exc.code) from exc
-        self._set_state(LinkState.OPEN)
+        # The peer may already have closed after its last handshake frame: the link stays
+        # closed, and its user learns it from the first receive.
+        if self._state is LinkState.HANDSHAKING:
+            self._set_state(LinkState.OPEN)
 
 
 class LocalTransport:

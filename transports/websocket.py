@@ -259,7 +259,10 @@ class WebSocketLink:
             logger.warning("%r: peer closed the link during handshake: %s", self, exc.reason)
             await self.aclose(exc.reason, exc.code)
             raise HandshakeError(f"closed during handshake: {exc.reason}", exc.code) from exc
-        self._set_state(LinkState.OPEN)
+        # The peer may already have closed after its last handshake frame: the link stays
+        # closed, and its user learns it from the first receive.
+        if self._state is LinkState.HANDSHAKING:
+            self._set_state(LinkState.OPEN)
 
 
 class WebSocketTransport:
@@ -410,7 +413,7 @@ class WebSocketTransport:
             async with self.open_link(ws) as link:
                 await handler(link)
         except LinkClosed as exc:  # a failed handshake included; the link logged it
-            logger.debug("link from %s ended: %s (%d)", request.remote, exc.reason, exc.code)
+            logger.debug("%r: a served link ended: %s (%d)", self, exc.reason, exc.code)
 
 
 async def _dial(
