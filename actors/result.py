@@ -172,9 +172,7 @@ def _is_plain(value: object, depth: int = 0) -> bool:
     if isinstance(value, list | tuple):
         return all(_is_plain(item, depth + 1) for item in value)
     if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and _is_plain(v, depth + 1) for k, v in value.items()
-        )
+        return all(isinstance(k, str) and _is_plain(v, depth + 1) for k, v in value.items())
     return False
 
 

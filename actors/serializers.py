@@ -110,8 +110,7 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     raise SerializationError(
-        f"Object of type {type(value).__module__}.{type(value).__qualname__} "
-        "cannot be serialized"
+        f"Object of type {type(value).__module__}.{type(value).__qualname__} cannot be serialized"
     )
 
 
@@ -171,9 +170,7 @@ class MsgpackSerializer(TaskiqSerializer):
 
     def loadb(self, data: bytes) -> Any:
         try:
-            return msgpack.unpackb(
-                data, raw=False, object_hook=_from_plain, strict_map_key=False
-            )
+            return msgpack.unpackb(data, raw=False, object_hook=_from_plain, strict_map_key=False)
         except Exception as exc:  # msgpack raises a zoo of types for malformed input
             raise SerializationError(f"Cannot deserialize msgpack: {exc}") from exc
 

@@ -64,9 +64,7 @@ class AsyncResultBackend(ABC, Generic[_ReturnT]):
         """Whether a result for ``task_id`` is stored."""
 
     @abstractmethod
-    async def get_result(
-        self, task_id: str, with_logs: bool = False
-    ) -> TaskiqResult[_ReturnT]:
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         """The stored result; raises ``ResultGetError`` if there is none."""
 
     async def delete_result(self, task_id: str) -> None:
@@ -118,9 +116,7 @@ class InmemoryResultBackend(AsyncResultBackend[_ReturnT]):
     async def is_result_ready(self, task_id: str) -> bool:
         return task_id in self.results
 
-    async def get_result(
-        self, task_id: str, with_logs: bool = False
-    ) -> TaskiqResult[_ReturnT]:
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         try:
             return self.results[task_id]
         except KeyError:
@@ -146,9 +142,7 @@ class DummyResultBackend(AsyncResultBackend[_ReturnT]):
     async def is_result_ready(self, task_id: str) -> bool:
         return False
 
-    async def get_result(
-        self, task_id: str, with_logs: bool = False
-    ) -> TaskiqResult[_ReturnT]:
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         raise ResultGetError(f"DummyResultBackend stores no results (task {task_id!r})")
 
     async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
@@ -379,9 +373,7 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
         except sqlite3.Error as exc:
             raise ResultIsReadyError(f"SQLite read failed: {exc}") from exc
 
-    async def get_result(
-        self, task_id: str, with_logs: bool = False
-    ) -> TaskiqResult[_ReturnT]:
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         """The stored result; a row that cannot be decoded gives an error result."""
         try:
             data = await self._run(lambda: self._fetch("results", task_id))
