@@ -21,20 +21,15 @@ from __future__ import annotations
 import itertools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
-from trio_websocket import (
-    CloseReason,
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-)
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+from wsproto.utilities import LocalProtocolError
 
 from .base import (
     DEFAULT_MAX_FRAME,
@@ -266,7 +261,15 @@ class WebSocketLink:
 
 
 class WebSocketTransport:
-    """Links over trio-websocket; binary frames, one link per websocket connection."""
+    """Links over trio-websocket; binary frames, one link per websocket connection.
+
+    Built on trio-websocket's stream wrappers rather than ``open_websocket_url`` and
+    ``serve_websocket``: we own each TCP stream, so the client socket is closed even when
+    the server closes first (``open_websocket_url`` leaves it to the garbage collector),
+    and trio-websocket's reader runs in a nursery of its own, so its known crash on a ping
+    that arrives while we close (python-trio/trio-websocket#184) ends that one connection
+    instead of cancelling the code using the link or the whole server.
+    """
 
     def __init__(
         self,
@@ -330,23 +333,26 @@ class WebSocketTransport:
         ssl_context: ssl.SSLContext | None = None
         if scheme == "wss":
             ssl_context = self.ssl_context or ssl.create_default_context()
+        host_header = host if port in (80, 443) else _netloc(host, port)
         opened = False
         try:
             with _collapse_groups():
                 async with trio.open_nursery() as nursery:
-                    # We open the stream ourselves rather than via open_websocket_url: that
-                    # one never closes the client socket when the server closes first.
                     with trio.fail_after(self.connect_timeout):
                         stream = await _dial(host, port, ssl_context)
                     try:
-                        with trio.fail_after(self.connect_timeout):
-                            ws = await trio_websocket.wrap_client_stream(
-                                nursery,
+
+                        async def upgrade(reader_nursery: trio.Nursery) -> WebSocketConnection:
+                            return await trio_websocket.wrap_client_stream(
+                                reader_nursery,
                                 stream,
-                                host if port in (80, 443) else _netloc(host, port),
+                                host_header,
                                 resource,
                                 max_message_size=self.max_frame,
                             )
+
+                        with trio.fail_after(self.connect_timeout):
+                            ws = await nursery.start(_run_websocket, stream, upgrade)
                         async with self.open_link(ws) as link:
                             opened = True
                             yield link
@@ -373,47 +379,79 @@ class WebSocketTransport:
         """Accept links until cancelled; reports ``ws://HOST:PORT`` with the bound port.
 
         Each link runs ``handler`` after a successful handshake and closes when it
-        returns. Bind one IP address: with port 0 a name such as ``localhost`` may bind
-        several listeners on different ports, and only the first is reported.
+        returns; a handler that raises anything but :class:`LinkClosed` crashes the
+        server, as in :func:`trio.serve_listeners`. Bind one IP address: with port 0 a
+        name such as ``localhost`` may bind several listeners on different ports, and
+        only the first is reported.
         """
         scheme, host, port, _ = _parse(address)
-        ssl_context: ssl.SSLContext | None = None
+        serve_one = partial(self._serve_connection, handler)
         if scheme == "wss":
             if self.ssl_context is None:
                 raise ValueError("serving wss:// needs an ssl_context")
-            ssl_context = self.ssl_context
-
-        async def on_request(request: WebSocketRequest) -> None:
-            await self._accept(request, handler)
-
-        async with trio.open_nursery() as nursery:
-            server: WebSocketServer = await nursery.start(
-                partial(
-                    trio_websocket.serve_websocket,
-                    on_request,
-                    host,
-                    port,
-                    ssl_context,
-                    max_message_size=self.max_frame,
-                    connect_timeout=self.connect_timeout,
-                    disconnect_timeout=CLOSE_TIMEOUT,
-                )
+            tls = await trio.open_ssl_over_tcp_listeners(
+                port, self.ssl_context, host=host, https_compatible=True
             )
-            ports = [ep.port for ep in server.listeners if isinstance(ep, trio_websocket.Endpoint)]
-            bound = f"{scheme}://{_netloc(host, ports[0] if ports else port)}"
+            sockets = [listener.transport_listener for listener in tls]
+            run_listeners = partial(trio.serve_listeners, serve_one, tls)
+        else:
+            tcp = await trio.open_tcp_listeners(port, host=host)
+            sockets = list(tcp)
+            run_listeners = partial(trio.serve_listeners, serve_one, tcp)
+        first = sockets[0]
+        assert isinstance(first, trio.SocketListener)
+        bound = f"{scheme}://{_netloc(host, first.socket.getsockname()[1])}"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_listeners)  # from here on serve_listeners owns the listeners
             logger.info("%r: serving at %s", self, bound)
             task_status.started(bound)
 
-    async def _accept(self, request: WebSocketRequest, handler: LinkHandler) -> None:
-        try:
-            ws = await request.accept()
-        except ConnectionClosed:
-            return
-        try:
-            async with self.open_link(ws) as link:
-                await handler(link)
-        except LinkClosed as exc:  # a failed handshake included; the link logged it
-            logger.debug("%r: a served link ended: %s (%d)", self, exc.reason, exc.code)
+    async def _serve_connection(self, handler: LinkHandler, stream: trio.abc.Stream) -> None:
+        async def upgrade(reader_nursery: trio.Nursery) -> WebSocketConnection:
+            request = await trio_websocket.wrap_server_stream(
+                reader_nursery, stream, max_message_size=self.max_frame
+            )
+            return await request.accept()
+
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    ws = await nursery.start(_run_websocket, stream, upgrade)
+            except (trio.TooSlowError, ConnectionClosed) as exc:
+                logger.debug("%r: no websocket upgrade: %r", self, exc)
+                await trio.aclose_forcefully(stream)  # ends trio-websocket's reader
+                return
+            try:
+                async with self.open_link(ws) as link:
+                    await handler(link)
+            except LinkClosed as exc:  # a failed handshake included; the link logged it
+                logger.debug("%r: a served link ended: %s (%d)", self, exc.reason, exc.code)
+            finally:
+                await trio.aclose_forcefully(stream)
+
+
+async def _run_websocket(
+    stream: trio.abc.Stream,
+    upgrade: Callable[[trio.Nursery], Awaitable[WebSocketConnection]],
+    *,
+    task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Host trio-websocket's reader for one connection; report the open websocket.
+
+    The reader raises ``LocalProtocolError`` when a ping arrives after we sent our close
+    (python-trio/trio-websocket#184). Here that ends this connection only.
+    """
+    started = False
+    try:
+        with _collapse_groups():
+            async with trio.open_nursery() as nursery:
+                task_status.started(await upgrade(nursery))
+                started = True
+    except LocalProtocolError as exc:
+        if not started:
+            raise
+        logger.debug("trio-websocket reader failed while closing: %s", exc)
+        await trio.aclose_forcefully(stream)
 
 
 async def _dial(

@@ -1,0 +1,320 @@
+"""What only the websocket transport has: heartbeats, close codes on the wire, raw peers.
+
+Timed tests run over ``trio.testing`` memory streams under ``autojump_clock``, so a
+15-second timeout costs nothing; tests with a raw trio-websocket peer use real sockets on
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
+from urllib.parse import urlsplit
+
+import msgpack
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Request,
+)
+
+from transports import HandshakeError, Link, LinkClosed, LinkState, WebSocketTransport
+from transports.base import handshake
+
+SECRET = b"cluster secret"
+
+
+@asynccontextmanager
+async def memory_ws_pair() -> AsyncIterator[
+    tuple[WebSocketConnection, WebSocketConnection, trio.testing.MemorySendStream]
+]:
+    """A client and a server websocket joined by memory streams.
+
+    The third item is the server-to-client stream: set its ``send_all_hook`` to None and
+    nothing the server sends (pongs included) reaches the client any more.
+    """
+    to_server, server_inbox = trio.testing.memory_stream_one_way_pair()
+    to_client, client_inbox = trio.testing.memory_stream_one_way_pair()
+    client_stream = trio.StapledStream(to_server, client_inbox)
+    server_stream = trio.StapledStream(to_client, server_inbox)
+    found: dict[str, WebSocketConnection] = {}
+    async with trio.open_nursery() as nursery:
+
+        async def accept() -> None:
+            request = await trio_websocket.wrap_server_stream(nursery, server_stream)
+            found["server"] = await request.accept()
+
+        async def dial() -> None:
+            # Annotated as needing a socket stream, it only uses the Stream interface.
+            stream = cast(trio.SocketStream, client_stream)
+            found["client"] = await trio_websocket.wrap_client_stream(nursery, stream, "test", "/")
+
+        async with trio.open_nursery() as setup:
+            setup.start_soon(accept)
+            setup.start_soon(dial)
+        try:
+            yield found["client"], found["server"], to_client
+        finally:
+            await trio.aclose_forcefully(client_stream)
+            await trio.aclose_forcefully(server_stream)
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def raw_client(address: str) -> AsyncIterator[WebSocketConnection]:
+    """A bare trio-websocket client that knows nothing of links; it owns its socket."""
+    parts = urlsplit(address)
+    assert parts.hostname == "127.0.0.1" and parts.port
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await trio_websocket.wrap_client_stream(nursery, stream, parts.netloc, "/")
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def receive_bytes(ws: WebSocketConnection) -> bytes:
+    message = await ws.get_message()
+    assert isinstance(message, bytes)
+    return message
+
+
+async def close_of(ws: WebSocketConnection) -> tuple[int, str]:
+    """Read until the websocket closes; the close code and reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await ws.get_message()
+    reason = closed.value.reason
+    assert reason is not None
+    return reason.code, reason.reason or ""
+
+
+def warned(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(
+        r.levelno == logging.WARNING and r.name == "transports.websocket" and text in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_heartbeat_timeout_closes_a_silent_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = WebSocketTransport("client", SECRET, heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    server = WebSocketTransport("server", SECRET, heartbeat_interval=600, heartbeat_timeout=600)
+    server_saw: list[tuple[int, str]] = []
+
+    async def run_server(ws: WebSocketConnection) -> None:
+        async with server.open_link(ws) as link:
+            try:
+                await link.receive()
+            except LinkClosed as exc:
+                server_saw.append((exc.code, exc.reason))
+
+    async with memory_ws_pair() as (client_ws, server_ws, silence), trio.open_nursery() as nursery:
+        nursery.start_soon(run_server, server_ws)
+        async with client.open_link(client_ws) as link:
+            silence.send_all_hook = None  # the server's pongs stop arriving
+            start = trio.current_time()
+            with trio.fail_after(60), pytest.raises(LinkClosed) as closed:
+                await link.receive()
+            elapsed = trio.current_time() - start
+    assert (closed.value.code, closed.value.reason) == (1011, "heartbeat timeout")
+    assert elapsed == pytest.approx(4.0, abs=0.1)  # first ping at 1 s, given up 3 s later
+    assert server_saw == [(1011, "heartbeat timeout")]
+
+
+async def test_unread_frames_do_not_stop_pongs(autojump_clock: trio.testing.MockClock) -> None:
+    """trio-websocket queues one message; the pump must keep its reader answering pings."""
+    client = WebSocketTransport("client", SECRET, heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    server = WebSocketTransport("server", SECRET, heartbeat_interval=1.0, heartbeat_timeout=3.0)
+    server_got: list[bytes] = []
+
+    async def run_server(ws: WebSocketConnection) -> None:
+        async with server.open_link(ws) as link:
+            for i in range(20):
+                await link.send(b"%d" % i)
+            server_got.append(await link.receive())
+
+    async with memory_ws_pair() as (client_ws, server_ws, _), trio.open_nursery() as nursery:
+        nursery.start_soon(run_server, server_ws)
+        async with client.open_link(client_ws) as link:
+            await trio.sleep(30)  # ten heartbeat timeouts, nothing read
+            states = [link.state]
+            frames = [await link.receive() for _ in range(20)]
+            await link.send(b"still here")
+    assert states == [LinkState.OPEN]
+    assert frames == [b"%d" % i for i in range(20)]
+    assert server_got == [b"still here"]
+
+
+async def test_silent_peer_fails_the_handshake(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = WebSocketTransport("server", SECRET, handshake_timeout=10.0)
+    async with memory_ws_pair() as (raw, server_ws, _):
+        start = trio.current_time()
+        with pytest.raises(HandshakeError) as failed:
+            async with server.open_link(server_ws):
+                pytest.fail("a link opened without a handshake")
+        elapsed = trio.current_time() - start
+        hello = msgpack.unpackb(await receive_bytes(raw))
+        code, reason = await close_of(raw)
+    assert failed.value.code == 1002
+    assert "no handshake within" in failed.value.reason
+    assert elapsed == pytest.approx(10.0, abs=0.1)
+    assert hello[1] == "server"
+    assert (code, reason) == (1002, failed.value.reason)
+    assert warned(caplog, "handshake failed")
+
+
+async def test_malformed_hello_fails_handshake_and_server_keeps_serving(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = WebSocketTransport("server", SECRET)
+    handled: list[str] = []
+
+    async def handler(link: Link) -> None:
+        handled.append(link.peer)
+        await link.send(b"welcome")
+        async for _ in link:
+            pass
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    assert address.startswith("ws://127.0.0.1:")
+    assert not address.endswith(":0")
+    with trio.fail_after(5):
+        async with raw_client(address) as raw:
+            await raw.send_message(b"\xc1 this is not msgpack")
+            hello = msgpack.unpackb(await receive_bytes(raw))
+            code, reason = await close_of(raw)
+    assert hello[1] == "server"
+    assert code == 1002
+    assert "malformed hello" in reason
+    assert warned(caplog, "malformed hello")
+
+    async with WebSocketTransport("good", SECRET).connect(address) as link:
+        with trio.fail_after(5):
+            assert await link.receive() == b"welcome"
+    assert handled == ["good"]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "log"),
+    [("text is not a frame", 1003, "text frame"), (b"x" * 2048, 1009, "frame too big")],
+)
+async def test_bad_frame_after_handshake_closes_with_its_code(
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+    frame: str | bytes,
+    code: int,
+    log: str,
+) -> None:
+    server = WebSocketTransport("server", SECRET, max_frame=1024)
+    handler_saw: list[int] = []
+
+    async def handler(link: Link) -> None:
+        try:
+            await link.receive()
+        except LinkClosed as exc:
+            handler_saw.append(exc.code)
+            raise
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    with trio.fail_after(5):
+        async with raw_client(address) as raw:
+            peer = await handshake(
+                raw.send_message, lambda: receive_bytes(raw), name="raw", secret=SECRET
+            )
+            await raw.send_message(frame)
+            closed_with, _ = await close_of(raw)
+        while not handler_saw:
+            await trio.sleep(0.01)
+    assert peer == "server"
+    assert closed_with == code
+    assert handler_saw == [code]
+    assert warned(caplog, log)
+
+
+class RawPeer:
+    """A websocket client speaking wsproto by hand, to send what trio-websocket won't."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending: deque[Event] = deque()
+
+    async def send(self, event: Event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def event(self) -> Event:
+        while not self.pending:
+            data = await self.stream.receive_some()
+            if not data:
+                raise EOFError
+            self.ws.receive_data(data)
+            self.pending.extend(self.ws.events())
+        return self.pending.popleft()
+
+    async def frame(self) -> bytes:
+        event = await self.event()
+        assert isinstance(event, BytesMessage) and event.message_finished
+        return bytes(event.data)
+
+    async def open(self, host: str) -> str:
+        """Upgrade, then run the link handshake; the server's name."""
+        await self.send(Request(host=host, target="/"))
+        assert isinstance(await self.event(), AcceptConnection)
+        return await handshake(
+            lambda data: self.send(BytesMessage(data=data)), self.frame, name="raw", secret=SECRET
+        )
+
+
+async def test_ping_during_server_close_does_not_crash_the_server(nursery: trio.Nursery) -> None:
+    """trio-websocket's reader raises on a ping that arrives after it sent its close
+    (python-trio/trio-websocket#184); that must cost one connection, not the server."""
+    server = WebSocketTransport("server", SECRET)
+
+    async def handler(link: Link) -> None:
+        if await link.receive() == b"close please":
+            await link.aclose("bye", 4000)
+        else:
+            await link.send(b"welcome")
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    parts = urlsplit(address)
+    assert parts.hostname == "127.0.0.1" and parts.port
+    with trio.fail_after(5):
+        async with await trio.open_tcp_stream(parts.hostname, parts.port) as stream:
+            raw = RawPeer(stream)
+            assert await raw.open(parts.netloc) == "server"
+            late_ping = raw.ws.send(Ping(payload=b"late"))  # framed while still open
+            await raw.send(BytesMessage(data=b"close please"))
+            close = await raw.event()
+            assert isinstance(close, CloseConnection)
+            assert close.code == 4000
+            await stream.send_all(late_ping)  # no close reply: the server stays closing
+            with pytest.raises(EOFError):
+                while True:
+                    await raw.event()
+
+        async with WebSocketTransport("good", SECRET).connect(address) as link:
+            await link.send(b"hello")
+            assert await link.receive() == b"welcome"
