@@ -148,13 +148,19 @@ async def test_wrong_secret_is_refused_and_server_keeps_serving(
 
 async def test_oversized_frame_closes_only_that_link(net: Net, nursery: trio.Nursery) -> None:
     server, client = net.pair(server_max_frame=1024)
-    address = await nursery.start(server.serve, net.listen_at, echo)
+
+    async def sizes(link: Link) -> None:
+        # Replies stay small, so only the server's receiving limit is under test.
+        async for frame in link:
+            await link.send(b"%d" % len(frame))
+
+    address = await nursery.start(server.serve, net.listen_at, sizes)
     async with client.connect(address) as steady, client.connect(address) as doomed:
         with trio.fail_after(5):
             await steady.send(b"before")
-            assert await steady.receive() == b"before"
+            assert await steady.receive() == b"6"
             await doomed.send(b"x" * 1024)  # exactly the limit is fine
-            assert await doomed.receive() == b"x" * 1024
+            assert await doomed.receive() == b"1024"
 
             with pytest.raises(LinkClosed) as closed:
                 await doomed.send(b"x" * 1025)
@@ -165,11 +171,11 @@ async def test_oversized_frame_closes_only_that_link(net: Net, nursery: trio.Nur
                 await doomed.send(b"small")
 
             await steady.send(b"after")
-            assert await steady.receive() == b"after"
+            assert await steady.receive() == b"5"
     async with client.connect(address) as fresh:
         with trio.fail_after(5):
             await fresh.send(b"fresh")
-            assert await fresh.receive() == b"fresh"
+            assert await fresh.receive() == b"5"
 
 
 async def test_sending_a_frame_over_own_limit_closes_the_link(
@@ -302,3 +308,49 @@ async def test_foreign_address_is_a_value_error(net: Net) -> None:
     with pytest.raises(ValueError, match="address"):
         async with client.connect(foreign):
             pytest.fail("connected to a foreign address")
+
+
+async def test_error_in_the_block_propagates_bare_and_closes_the_link(
+    net: Net, nursery: trio.Nursery
+) -> None:
+    server, client = net.pair()
+    ended: list[int] = []
+
+    async def handler(link: Link) -> None:
+        try:
+            await link.receive()
+        except LinkClosed as exc:
+            ended.append(exc.code)
+
+    address = await nursery.start(server.serve, net.listen_at, handler)
+    with trio.fail_after(5), pytest.raises(KeyError, match="boom"):
+        async with client.connect(address):
+            raise KeyError("boom")
+    with trio.fail_after(5):
+        while not ended:
+            await trio.sleep(0.01)
+    assert ended == [1000]
+
+
+async def test_cancelled_block_closes_the_link(net: Net, nursery: trio.Nursery) -> None:
+    server, client = net.pair()
+    ended: list[int] = []
+
+    async def handler(link: Link) -> None:
+        await link.send(b"hello")
+        try:
+            await link.receive()
+        except LinkClosed as exc:
+            ended.append(exc.code)
+
+    address = await nursery.start(server.serve, net.listen_at, handler)
+    with trio.fail_after(5):
+        with trio.CancelScope() as scope:
+            async with client.connect(address) as link:
+                assert await link.receive() == b"hello"
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        while not ended:
+            await trio.sleep(0.01)
+    assert len(ended) == 1  # a graceful close is not promised under cancellation
