@@ -1,0 +1,779 @@
+"""The broker: the actor that owns the queue, and the taskiq-style brokers users hold.
+
+:class:`BrokerActor` accepts kicked tasks, orders them (priority, ETA, dependencies,
+uniqueness), hands them to workers that have credit, and ends tasks that never run
+(aborted, expired, failed dependency) with an error result so no waiter hangs. Its
+state lives in a :class:`~actors.queue.TaskQueue` owned by the broker object, so a
+restarted actor continues with every task it had.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any, ParamSpec, Self, TypeVar, overload
+
+import attrs
+import pendulum
+import trio
+
+from .backends.results import AsyncResultBackend, DummyResultBackend, InmemoryResultBackend
+from .events import EventHandler, TaskiqEvents, TaskiqState
+from .exceptions import (
+    BrokerError,
+    DependencyFailedError,
+    TaskAbortedError,
+    TaskExpiredError,
+    UnknownTaskError,
+)
+from .formatter import TaskiqFormatter
+from .lifecycle import Phase, TaskInfo, TaskStatus
+from .middlewares import TaskiqMiddleware
+from .protocol import (
+    Abort,
+    BrokerMessage,
+    BrokerRequest,
+    CancelRun,
+    CopyResult,
+    Drain,
+    Enqueue,
+    Finished,
+    GetResult,
+    Inspect,
+    Run,
+    StoreRequest,
+    StoreResult,
+    Tick,
+    WaitResult,
+    WorkerReady,
+    WorkerRequest,
+)
+from .queue import TaskQueue, TaskRecord
+from .result import TaskiqMessage, TaskiqResult
+from .results import ResultStore
+from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
+from .serializers import JSONSerializer, TaskiqSerializer
+from .tasks import AsyncTaskiqDecoratedTask
+from .worker import WorkerActor, maybe_await
+
+__all__ = ["AsyncBroker", "BrokerActor", "BrokerState", "InMemoryBroker", "unique_key"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("actors.broker")
+
+WallClock = Callable[[], pendulum.DateTime]
+
+
+def unique_key(task_name: str, arguments: bytes) -> str:
+    """Equal task name and serialized arguments give equal keys (``unique=True``)."""
+    return hashlib.blake2b(task_name.encode() + b"\0" + arguments, digest_size=16).hexdigest()
+
+
+@attrs.define(eq=False)
+class _WorkerSlot:
+    ref: ActorRef[WorkerRequest]
+    capacity: int
+    running: set[str] = attrs.field(factory=set)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.running)
+
+
+@attrs.define(eq=False)
+class BrokerState:
+    """What survives a restart of the broker actor."""
+
+    queue: TaskQueue = attrs.field(factory=TaskQueue)
+    workers: dict[str, _WorkerSlot] = attrs.field(factory=dict)
+    drains: list[Reply] = attrs.field(factory=list)
+    aborts: dict[str, list[Reply]] = attrs.field(factory=lambda: collections.defaultdict(list))
+
+
+def _seconds(value: Any) -> float | None:
+    """A label's duration in seconds: a number, a numeric string, or a ``Duration``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, pendulum.Duration):
+        return float(value.total_seconds())
+    return float(value)
+
+
+class BrokerActor(Actor[BrokerRequest]):
+    """Queue and dispatch. Every message is handled whole before the next one."""
+
+    mailbox_size = 4096
+
+    def __init__(
+        self,
+        state: BrokerState,
+        store: ActorRef[StoreRequest],
+        formatter: TaskiqFormatter,
+        wall_clock: WallClock,
+        default_ttl: float | None = None,
+    ) -> None:
+        self.state = state
+        self.queue = state.queue
+        self.store = store
+        self.formatter = formatter
+        self.wall_clock = wall_clock
+        self.default_ttl = default_ttl
+        self._rearm = trio.Event()
+        self._armed_for: float | None = None
+
+    async def started(self) -> None:
+        self.nursery.start_soon(self._timer)
+        # Tasks handed to workers of a previous incarnation stay RUNNING; workers
+        # report their end to whichever broker instance is alive then.
+
+    async def receive(self, message: BrokerRequest) -> Any:
+        if isinstance(message, Enqueue):
+            answer: Any = await self._enqueue(message.message)
+        elif isinstance(message, Finished):
+            answer = await self._finished(message)
+        elif isinstance(message, Tick):
+            answer = await self._tick()
+        elif isinstance(message, WorkerReady):
+            answer = await self._worker_ready(message)
+        elif isinstance(message, Abort):
+            answer = await self._abort(message.task_id)
+        elif isinstance(message, Inspect):
+            answer = self._inspect(message.task_id)
+        else:
+            answer = self._drain()
+        await self._dispatch()
+        if self.queue.next_timer() != self._armed_for:
+            self._rearm.set()
+        if not self.queue.records and self.state.drains:
+            for reply in self.state.drains:
+                reply.resolve(None)
+            self.state.drains.clear()
+        return answer
+
+    # Accepting -------------------------------------------------------------------------
+
+    async def _enqueue(self, message: BrokerMessage) -> str:
+        queue = self.queue
+        if queue.live(message.task_id) is not None:
+            return message.task_id  # the same id while live is idempotent
+        labels = message.labels
+        key = labels.get("unique_key") if labels.get("unique") else None
+        if key is not None:
+            live = queue.live_unique(key)
+            if live is not None:
+                return live.task_id
+        now = trio.current_time()
+        record = TaskRecord(
+            message,
+            Phase.WAITING,
+            priority=int(labels.get("priority") or 0),
+            unique_key=key,
+            enqueue_time=self.wall_clock(),
+            eta=self._eta(labels, now),
+        )
+        expire = _seconds(labels.get("expire"))
+        if expire is not None:
+            record.expire_at = now + expire
+        ended = await self._link_dependencies(record)
+        queue.add(record)
+        if ended is None:
+            queue.place(record, now)
+        elif ended[1]:  # a fallback whose parent already succeeded
+            await self.store.tell(CopyResult(ended[0], record.task_id, self._ttl(record)))
+            queue.finish(record, Phase.DONE, succeeded=True)
+        else:
+            await self._fail_dependents_of(ended[0], [record])
+        return message.task_id
+
+    def _eta(self, labels: dict[str, Any], now: float) -> float | None:
+        delay = _seconds(labels.get("delay"))
+        if delay is not None:
+            return now + delay
+        eta = labels.get("eta")
+        if eta:
+            when = pendulum.parse(eta) if isinstance(eta, str) else eta
+            assert isinstance(when, pendulum.DateTime)
+            return now + (when - self.wall_clock()).total_seconds()
+        return None
+
+    async def _link_dependencies(self, record: TaskRecord) -> tuple[str, bool] | None:
+        """Wire ``record`` to its live dependencies.
+
+        Returns ``(id, succeeded)`` for a dependency that already ended in a way that
+        decides ``record`` at once: a failure, or the success of the task it falls back for.
+        """
+        fallback_of = record.message.labels.get("otherwise_of")
+        for dependency in record.message.labels.get("depends_on") or ():
+            parent = self.queue.live(dependency)
+            if parent is not None:
+                record.waiting_on.add(dependency)
+                parent.dependents.append(record.task_id)
+                continue
+            succeeded = self.queue.finished.get(dependency)
+            if succeeded is None:
+                succeeded = await self._stored_success(dependency)
+            if dependency == fallback_of:
+                if succeeded:
+                    return dependency, True
+            elif not succeeded:
+                return dependency, False
+        return None
+
+    async def _stored_success(self, task_id: str) -> bool:
+        result = await self.store.ask(GetResult(task_id))
+        return isinstance(result, TaskiqResult) and not result.is_err
+
+    # Dispatching -----------------------------------------------------------------------
+
+    async def _worker_ready(self, message: WorkerReady) -> None:
+        previous = self.state.workers.get(message.worker_id)
+        self.state.workers[message.worker_id] = _WorkerSlot(message.worker, message.capacity)
+        if previous is not None:
+            # The worker restarted: what it was running is delivered again.
+            now = trio.current_time()
+            for task_id in previous.running:
+                record = self.queue.live(task_id)
+                if record is not None and record.phase is Phase.RUNNING:
+                    self.queue.place(record, now)
+
+    async def _dispatch(self) -> None:
+        queue = self.queue
+        workers = self.state.workers
+        while workers and queue.has_ready():
+            slot = max(workers.values(), key=lambda slot: slot.free)
+            if slot.free <= 0:
+                return
+            record = queue.pop_ready()
+            assert record is not None
+            if record.expire_at is not None and record.expire_at <= trio.current_time():
+                await self._end(record, Phase.EXPIRED, TaskExpiredError(self._late(record)))
+                continue
+            record.move(Phase.RUNNING)
+            record.tries += 1
+            record.worker_id = next(name for name, s in workers.items() if s is slot)
+            slot.running.add(record.task_id)
+            await slot.ref.tell(Run(record.message, record.tries, record.enqueue_time))
+
+    async def _finished(self, message: Finished) -> None:
+        record = self.queue.live(message.task_id)
+        slot = self.state.workers.get(message.worker_id)
+        if slot is not None:
+            slot.running.discard(message.task_id)
+        if record is None or record.phase is not Phase.RUNNING:
+            return
+        aborts = self.state.aborts.pop(record.task_id, [])
+        if message.outcome == "again" and not aborts:
+            if message.labels is not None:
+                record.message = attrs.evolve(record.message, labels=message.labels)
+            now = trio.current_time()
+            record.eta = now + message.delay if message.delay > 0 else None
+            self.queue.place(record, now)
+            return
+        if message.outcome == "done":
+            self.queue.finish(record, Phase.DONE, succeeded=not message.is_err)
+            await self._release_dependents(record, succeeded=not message.is_err)
+        else:
+            await self._end(record, Phase.ABORTED, TaskAbortedError(f"task {record.task_id} was aborted"))
+        for reply in aborts:
+            reply.resolve(message.outcome != "done")
+
+    # Timers ----------------------------------------------------------------------------
+
+    async def _timer(self) -> None:
+        """Sleep until the earliest ETA or expiry, then tick; re-armed on changes."""
+        while True:
+            self._armed_for = when = self.queue.next_timer()
+            with trio.move_on_at(math.inf if when is None else when):
+                await self._rearm.wait()
+            if self._rearm.is_set():
+                self._rearm = trio.Event()
+                continue
+            await self.ref.tell(Tick())
+            await self._rearm.wait()
+            self._rearm = trio.Event()
+
+    async def _tick(self) -> None:
+        now = trio.current_time()
+        came, expired = self.queue.due(now)
+        for record in came:
+            self.queue.place(record, now)
+        for record in expired:
+            await self._end(record, Phase.EXPIRED, TaskExpiredError(self._late(record)))
+        self._rearm.set()
+
+    @staticmethod
+    def _late(record: TaskRecord) -> str:
+        return f"task {record.task_id} was not started before it expired"
+
+    # Ending tasks that never ran -------------------------------------------------------
+
+    async def _abort(self, task_id: str) -> bool | None:
+        record = self.queue.live(task_id)
+        if record is None:
+            return False
+        if record.phase is Phase.RUNNING:
+            reply = self.defer_reply()
+            if reply is not None:
+                self.state.aborts[task_id].append(reply)
+            slot = self.state.workers.get(record.worker_id or "")
+            if slot is not None:
+                await slot.ref.tell(CancelRun(task_id))
+            return None
+        await self._end(record, Phase.ABORTED, TaskAbortedError(f"task {task_id} was aborted"))
+        return True
+
+    async def _end(self, record: TaskRecord, phase: Phase, error: BaseException) -> None:
+        """End a task with an error result, and fail what depended on it."""
+        self.queue.finish(record, phase, succeeded=False)
+        await self._store_error(record, error)
+        await self._fail_dependents_of(record.task_id, self._dependents(record))
+
+    async def _store_error(self, record: TaskRecord, error: BaseException) -> None:
+        result: TaskiqResult[Any] = TaskiqResult(
+            is_err=True,
+            return_value=None,
+            error=error,
+            task_id=record.task_id,
+            labels=dict(record.message.labels),
+            tries=record.tries,
+            enqueue_time=record.enqueue_time,
+            finish_time=self.wall_clock(),
+        )
+        await self.store.tell(StoreResult(record.task_id, result, self._ttl(record)))
+
+    def _ttl(self, record: TaskRecord) -> float | None:
+        ttl = _seconds(record.message.labels.get("ttl"))
+        return self.default_ttl if ttl is None else ttl
+
+    def _dependents(self, record: TaskRecord) -> list[TaskRecord]:
+        found = (self.queue.live(task_id) for task_id in record.dependents)
+        return [dependent for dependent in found if dependent is not None]
+
+    async def _release_dependents(self, record: TaskRecord, *, succeeded: bool) -> None:
+        if not succeeded:
+            await self._fail_dependents_of(record.task_id, self._dependents(record))
+            return
+        now = trio.current_time()
+        for dependent in self._dependents(record):
+            if dependent.message.labels.get("otherwise_of") == record.task_id:
+                # The parent succeeded: the fallback resolves to the parent's result.
+                await self.store.tell(
+                    CopyResult(record.task_id, dependent.task_id, self._ttl(dependent))
+                )
+                self.queue.finish(dependent, Phase.DONE, succeeded=True)
+                await self._release_dependents(dependent, succeeded=True)
+                continue
+            dependent.waiting_on.discard(record.task_id)
+            if not dependent.waiting_on:
+                self.queue.place(dependent, now)
+
+    async def _fail_dependents_of(self, failed_id: str, dependents: list[TaskRecord]) -> None:
+        """A dependency failed: fallbacks may now run, everything else fails, transitively."""
+        now = trio.current_time()
+        work = [(failed_id, dependent) for dependent in dependents]
+        while work:
+            failed, dependent = work.pop()
+            if self.queue.live(dependent.task_id) is not dependent:
+                continue
+            if dependent.message.labels.get("otherwise_of") == failed:
+                dependent.waiting_on.discard(failed)
+                if not dependent.waiting_on:
+                    self.queue.place(dependent, now)
+                continue
+            self.queue.finish(dependent, Phase.DONE, succeeded=False)
+            await self._store_error(
+                dependent,
+                DependencyFailedError(
+                    f"task {dependent.task_id} did not run: dependency {failed} failed",
+                    dependency_id=failed,
+                ),
+            )
+            work.extend((dependent.task_id, child) for child in self._dependents(dependent))
+
+    # Questions -------------------------------------------------------------------------
+
+    def _inspect(self, task_id: str) -> TaskInfo | None:
+        record = self.queue.live(task_id)
+        if record is None:
+            return None
+        message = self.formatter.loads(record.message.message)
+        scheduled = None
+        if record.phase is Phase.SCHEDULED and record.eta is not None:
+            scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
+        return TaskInfo(
+            task_id=task_id,
+            task_name=record.message.task_name,
+            args=tuple(message.args),
+            kwargs=dict(message.kwargs),
+            tries=record.tries,
+            status=record.phase.status,
+            enqueue_time=record.enqueue_time,
+            scheduled=scheduled,
+            dependencies=frozenset(record.waiting_on),
+            dependents=frozenset(record.dependents),
+            labels=dict(record.message.labels),
+        )
+
+    def _drain(self) -> None:
+        if self.queue.records:
+            reply = self.defer_reply()
+            if reply is not None:
+                self.state.drains.append(reply)
+
+
+# The brokers users hold ----------------------------------------------------------------
+
+
+class AsyncBroker:
+    """taskiq's broker API: tasks, builders, events, lifecycle, and the calls handles make.
+
+    Subclasses provide the actors (:class:`InMemoryBroker` runs them in this process).
+    """
+
+    def __init__(
+        self,
+        result_backend: AsyncResultBackend[Any] | None = None,
+        task_id_generator: Callable[[], str] | None = None,
+    ) -> None:
+        self.result_backend: AsyncResultBackend[Any] = result_backend or DummyResultBackend()
+        self.id_generator: Callable[[], str] = task_id_generator or (lambda: uuid.uuid4().hex)
+        self.middlewares: list[TaskiqMiddleware] = []
+        self.serializer: TaskiqSerializer = JSONSerializer()
+        self.formatter = TaskiqFormatter(self.serializer)
+        self._custom_formatter = False
+        self.state = TaskiqState()
+        self.event_handlers: dict[TaskiqEvents, list[EventHandler]] = collections.defaultdict(list)
+        self.dependency_context: dict[Any, Any] = {}
+        self.tasks: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
+        self.cast_types = True
+        self.propagate_exceptions = True
+        self.is_worker_process = True
+        self._running: contextlib.AsyncExitStack | None = None
+
+    # Builders (taskiq's) ---------------------------------------------------------------
+
+    def with_result_backend(self, result_backend: AsyncResultBackend[Any]) -> Self:
+        self.result_backend = result_backend
+        return self
+
+    def with_middlewares(self, *middlewares: TaskiqMiddleware) -> Self:
+        self.add_middlewares(*middlewares)
+        return self
+
+    def add_middlewares(self, *middlewares: TaskiqMiddleware) -> None:
+        for middleware in middlewares:
+            middleware.set_broker(self)
+            self.middlewares.append(middleware)
+
+    def with_serializer(self, serializer: TaskiqSerializer) -> Self:
+        self.serializer = serializer
+        if not self._custom_formatter:
+            self.formatter = TaskiqFormatter(serializer)
+        return self
+
+    def with_formatter(self, formatter: TaskiqFormatter) -> Self:
+        self.formatter = formatter
+        self._custom_formatter = True
+        return self
+
+    def with_id_generator(self, task_id_generator: Callable[[], str]) -> Self:
+        self.id_generator = task_id_generator
+        return self
+
+    def with_event_handlers(self, event: TaskiqEvents, *handlers: EventHandler) -> Self:
+        self.event_handlers[event].extend(handlers)
+        return self
+
+    def add_event_handler(self, event: TaskiqEvents, handler: EventHandler) -> None:
+        self.event_handlers[event].append(handler)
+
+    def on_event(self, *events: TaskiqEvents) -> Callable[[EventHandler], EventHandler]:
+        def register(handler: EventHandler) -> EventHandler:
+            for event in events:
+                self.add_event_handler(event, handler)
+            return handler
+
+        return register
+
+    def add_dependency_context(self, new_ctx: dict[Any, Any]) -> None:
+        self.dependency_context.update(new_ctx)
+
+    # Tasks -----------------------------------------------------------------------------
+
+    @overload
+    def task(self, task_name: Callable[P, R]) -> AsyncTaskiqDecoratedTask[P, R]: ...
+
+    @overload
+    def task(
+        self, task_name: str | None = None, **labels: Any
+    ) -> Callable[[Callable[P, R]], AsyncTaskiqDecoratedTask[P, R]]: ...
+
+    def task(
+        self, task_name: str | Callable[P, R] | None = None, **labels: Any
+    ) -> (
+        AsyncTaskiqDecoratedTask[P, R] | Callable[[Callable[P, R]], AsyncTaskiqDecoratedTask[P, R]]
+    ):
+        """``@broker.task``, ``@broker.task("name", **labels)`` or ``@broker.task(**labels)``."""
+        if callable(task_name):
+            return self.register_task(task_name)
+
+        def decorate(func: Callable[P, R]) -> AsyncTaskiqDecoratedTask[P, R]:
+            return self.register_task(func, task_name, **labels)
+
+        return decorate
+
+    def register_task(
+        self, func: Callable[P, R], task_name: str | None = None, **labels: Any
+    ) -> AsyncTaskiqDecoratedTask[P, R]:
+        name = task_name or f"{func.__module__}:{func.__qualname__}"
+        task: AsyncTaskiqDecoratedTask[P, R] = AsyncTaskiqDecoratedTask(self, name, func, labels)
+        self.tasks[name] = task
+        return task
+
+    def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
+        return self.tasks.get(task_name)
+
+    def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]:
+        return dict(self.tasks)
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    async def startup(self) -> None:
+        """Start the broker's actors; pair with :meth:`shutdown` in the same task."""
+        if self._running is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self.result_backend.startup()
+            stack.push_async_callback(self.result_backend.shutdown)
+            for middleware in self.middlewares:
+                await maybe_await(middleware.startup())
+                stack.push_async_callback(_call_hook, middleware.shutdown)
+            await self._start_actors(stack)
+            for event in self._startup_events():
+                await self._fire(event)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._running = stack
+
+    async def shutdown(self) -> None:
+        """Stop the actors: running tasks are cancelled, the backend is closed."""
+        stack, self._running = self._running, None
+        if stack is None:
+            return
+        try:
+            for event in self._shutdown_events():
+                await self._fire(event)
+        finally:
+            await stack.aclose()
+
+    def _startup_events(self) -> list[TaskiqEvents]:
+        return [TaskiqEvents.CLIENT_STARTUP]
+
+    def _shutdown_events(self) -> list[TaskiqEvents]:
+        return [TaskiqEvents.CLIENT_SHUTDOWN]
+
+    async def _fire(self, event: TaskiqEvents) -> None:
+        for handler in self.event_handlers[event]:
+            await maybe_await(handler(self.state))
+
+    async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
+        raise NotImplementedError
+
+    # What kickers and handles call -----------------------------------------------------
+
+    async def send(self, message: TaskiqMessage) -> str:
+        """Middlewares, formatter, then the broker actor; returns the live task id."""
+        for middleware in self.middlewares:
+            message = await maybe_await(middleware.pre_send(message))
+        if self.find_task(message.task_name) is None:
+            raise UnknownTaskError(task_name=message.task_name)
+        labels = message.labels
+        if labels.get("unique"):
+            arguments = self.serializer.dumpb([message.args, message.kwargs])
+            labels["unique_key"] = unique_key(message.task_name, arguments)
+        broker_message = self.formatter.dumps(message)
+        task_id = await self.kick(broker_message)
+        for middleware in self.middlewares:
+            await maybe_await(middleware.post_send(message))
+        return task_id
+
+    async def kick(self, message: BrokerMessage) -> str:
+        raise NotImplementedError
+
+    async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
+        raise NotImplementedError
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        return await self.result_backend.get_result(task_id, with_logs=with_logs)
+
+    async def task_status(self, task_id: str) -> TaskStatus:
+        raise NotImplementedError
+
+    async def task_info(self, task_id: str) -> TaskInfo | None:
+        raise NotImplementedError
+
+    async def abort(self, task_id: str, timeout: float = 5) -> bool:
+        raise NotImplementedError
+
+    async def wait_all(self) -> None:
+        raise NotImplementedError
+
+
+async def _call_hook(hook: Callable[[], Any]) -> None:
+    await maybe_await(hook())
+
+
+class InMemoryBroker(AsyncBroker):
+    """Broker, worker and result store as supervised actors in this process.
+
+    No server to start. ``async with broker:`` runs them on a node of their own;
+    ``broker.attach(node)`` runs them on a node you already have.
+    """
+
+    def __init__(
+        self,
+        sync_tasks_pool_size: int = 4,
+        max_stored_results: int = 100,
+        cast_types: bool = True,
+        max_async_tasks: int = 30,
+        propagate_exceptions: bool = True,
+        await_inplace: bool = False,
+        *,
+        workers: int = 1,
+        node: Node | None = None,
+        wall_clock: WallClock | None = None,
+    ) -> None:
+        super().__init__(InmemoryResultBackend(max_stored_results=max_stored_results))
+        self.sync_tasks_pool_size = sync_tasks_pool_size
+        self.cast_types = cast_types
+        self.max_async_tasks = max_async_tasks
+        self.propagate_exceptions = propagate_exceptions
+        self.await_inplace = await_inplace
+        self.worker_count = workers
+        self.wall_clock: WallClock = wall_clock or (lambda: pendulum.now("UTC"))
+        self._node = node
+        self._state = BrokerState()
+        self._broker_ref: ActorRef[BrokerRequest] | None = None
+        self._store_ref: ActorRef[StoreRequest] | None = None
+        self._prefix = f"taskq-{uuid.uuid4().hex[:8]}"
+
+    def attach(self, node: Node) -> Self:
+        """Run this broker's actors on ``node`` (embedding in your own actor system)."""
+        self._node = node
+        return self
+
+    def _startup_events(self) -> list[TaskiqEvents]:
+        return [TaskiqEvents.WORKER_STARTUP, TaskiqEvents.CLIENT_STARTUP]
+
+    def _shutdown_events(self) -> list[TaskiqEvents]:
+        return [TaskiqEvents.CLIENT_SHUTDOWN, TaskiqEvents.WORKER_SHUTDOWN]
+
+    async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
+        node = self._node
+        if node is None:
+            node = await stack.enter_async_context(Node.open(self._prefix))
+        prefix = self._prefix
+        limiter = trio.CapacityLimiter(self.sync_tasks_pool_size)
+        store_name, broker_name = f"{prefix}.results", f"{prefix}.broker"
+
+        def store() -> ResultStore:
+            return ResultStore(self.result_backend)
+
+        def broker() -> BrokerActor:
+            return BrokerActor(
+                self._state, node.ref(store_name), self.formatter, self.wall_clock
+            )
+
+        def worker(index: int) -> Callable[[], WorkerActor]:
+            return lambda: WorkerActor(
+                self,
+                node.ref(broker_name),
+                node.ref(store_name),
+                f"{prefix}.worker-{index}",
+                self.max_async_tasks,
+                limiter,
+            )
+
+        children = [
+            ChildSpec(store_name, store),
+            ChildSpec(broker_name, broker),
+            *(ChildSpec(f"{prefix}.worker-{i}", worker(i)) for i in range(self.worker_count)),
+        ]
+        # rest_for_one: the store outlives a broker restart, the broker a worker restart.
+        supervisor = Supervisor(children, strategy="rest_for_one", max_restarts=10, within=5.0)
+        await node.spawn_supervisor(lambda: supervisor, name=prefix)
+        stack.push_async_callback(node.root.stop_child, prefix)
+        self._store_ref = node.ref(store_name)
+        self._broker_ref = node.ref(broker_name)
+
+    def _actors(self) -> tuple[ActorRef[BrokerRequest], ActorRef[StoreRequest]]:
+        if self._broker_ref is None or self._store_ref is None:
+            raise BrokerError("the broker is not running: use `async with broker:` or startup()")
+        return self._broker_ref, self._store_ref
+
+    async def kick(self, message: BrokerMessage) -> str:
+        broker, _ = self._actors()
+        labels = message.labels
+        if labels.get("unique") or self.await_inplace:
+            task_id: str = await broker.ask(Enqueue(message))
+        else:
+            await broker.tell(Enqueue(message))
+            task_id = message.task_id
+        if self.await_inplace:
+            await self.wait_result(task_id)
+        return task_id
+
+    async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
+        _, store = self._actors()
+        result = await store.ask(WaitResult(task_id))
+        assert isinstance(result, TaskiqResult)
+        return result
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        _, store = self._actors()
+        result = await store.ask(GetResult(task_id, with_logs))
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    async def task_status(self, task_id: str) -> TaskStatus:
+        info = await self.task_info(task_id)
+        if info is not None:
+            return info.status
+        if await self.result_backend.is_result_ready(task_id):
+            return TaskStatus.DONE
+        return TaskStatus.NOT_FOUND
+
+    async def task_info(self, task_id: str) -> TaskInfo | None:
+        broker, _ = self._actors()
+        info = await broker.ask(Inspect(task_id))
+        return info if isinstance(info, TaskInfo) else None
+
+    async def abort(self, task_id: str, timeout: float = 5) -> bool:
+        broker, _ = self._actors()
+        try:
+            return bool(await broker.ask(Abort(task_id), timeout=timeout))
+        except AskTimeoutError:
+            return False
+
+    async def wait_all(self) -> None:
+        """Wait until every task kicked so far has ended."""
+        broker, _ = self._actors()
+        await broker.ask(Drain())

@@ -1,0 +1,154 @@
+"""The typed mailboxes of the task queue's roles: what the broker, the workers and the
+result store say to each other. Frozen attrs classes, so they can cross a link too."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from .runtime import ActorRef
+
+__all__ = [
+    "Abort",
+    "BrokerMessage",
+    "BrokerRequest",
+    "CancelRun",
+    "CopyResult",
+    "Drain",
+    "Enqueue",
+    "Finished",
+    "GetResult",
+    "Inspect",
+    "Run",
+    "StoreRequest",
+    "StoreResult",
+    "Tick",
+    "WaitResult",
+    "WorkerReady",
+    "WorkerRequest",
+]
+
+
+@attrs.frozen
+class BrokerMessage:
+    """A kicked task as the broker keeps it: the formatter's bytes plus the labels."""
+
+    task_id: str
+    task_name: str
+    message: bytes
+    labels: dict[str, Any]
+
+
+# To the broker -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Enqueue:
+    """Accept a task. As an ask, the reply is the id of the live task (unique/idempotent)."""
+
+    message: BrokerMessage
+
+
+@attrs.frozen
+class WorkerReady:
+    """A worker (re)started and can run ``capacity`` tasks at once."""
+
+    worker: ActorRef[Any]
+    worker_id: str
+    capacity: int
+
+
+@attrs.frozen
+class Finished:
+    """A run ended. ``outcome``: ``done`` (a result was stored), ``again`` (requeue or
+    retry: run the same task id again after ``delay`` with ``labels``), or ``aborted``."""
+
+    task_id: str
+    worker_id: str
+    outcome: Literal["done", "again", "aborted"]
+    is_err: bool = False
+    delay: float = 0.0
+    labels: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class Tick:
+    """The broker's timer: scheduled tasks or expiries are due."""
+
+
+@attrs.frozen
+class Abort:
+    """Abort a task; the reply is True once it is removed or its run was cancelled."""
+
+    task_id: str
+
+
+@attrs.frozen
+class Inspect:
+    """The reply is a ``TaskInfo`` for a live task, or None."""
+
+    task_id: str
+
+
+@attrs.frozen
+class Drain:
+    """The reply comes once no task kicked so far is still live."""
+
+
+BrokerRequest = Enqueue | WorkerReady | Finished | Tick | Abort | Inspect | Drain
+
+# To a worker ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Run:
+    message: BrokerMessage
+    tries: int
+    enqueue_time: Any = None
+
+
+@attrs.frozen
+class CancelRun:
+    task_id: str
+
+
+WorkerRequest = Run | CancelRun
+
+# To the result store -------------------------------------------------------------------
+
+
+@attrs.frozen
+class StoreResult:
+    """Store a result (a ``TaskiqResult``), push it to waiters, expire it after ``ttl``."""
+
+    task_id: str
+    result: Any
+    ttl: float | None = None
+
+
+@attrs.frozen
+class CopyResult:
+    """Store ``source``'s result under ``target`` too (``otherwise`` after a success)."""
+
+    source: str
+    target: str
+    ttl: float | None = None
+
+
+@attrs.frozen
+class WaitResult:
+    """The reply is the result, as soon as it is stored."""
+
+    task_id: str
+
+
+@attrs.frozen
+class GetResult:
+    """The reply is the stored result, or the backend's error."""
+
+    task_id: str
+    with_logs: bool = False
+
+
+StoreRequest = StoreResult | CopyResult | WaitResult | GetResult

@@ -1,0 +1,151 @@
+"""The broker's queue: priorities, ETAs, expiries, dependencies and uniqueness.
+
+A plain data structure with no I/O, so the broker actor stays short and a property test
+can drive it directly. It lives outside the actor instance: a restarted broker actor
+picks up the same queue, and no task is lost.
+
+Ready tasks sit in a heap ordered by (-priority, sequence): higher priority first, FIFO
+within a priority. Timed events (an ETA coming due, an expiry) sit in a second heap.
+Both heaps are lazy: an entry whose task has moved on is skipped when popped.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+from typing import Any
+
+import attrs
+import pendulum
+
+from .lifecycle import Phase, check_transition
+from .protocol import BrokerMessage
+
+__all__ = ["TaskQueue", "TaskRecord"]
+
+
+@attrs.define(eq=False)
+class TaskRecord:
+    """Everything the broker knows about one live task."""
+
+    message: BrokerMessage
+    phase: Phase
+    priority: int = 0
+    seq: int = 0
+    tries: int = 0
+    eta: float | None = None
+    expire_at: float | None = None
+    waiting_on: set[str] = attrs.field(factory=set)
+    dependents: list[str] = attrs.field(factory=list)
+    unique_key: str | None = None
+    enqueue_time: pendulum.DateTime = attrs.field(factory=lambda: pendulum.now("UTC"))
+    worker_id: str | None = None
+    abort_requested: bool = False
+
+    @property
+    def task_id(self) -> str:
+        return self.message.task_id
+
+    def move(self, phase: Phase) -> None:
+        check_transition(self.phase, phase)
+        self.phase = phase
+
+
+class TaskQueue:
+    """Live tasks by id, a ready heap, a timer heap, and what finished recently."""
+
+    def __init__(self, remember_finished: int = 10_000) -> None:
+        self.records: dict[str, TaskRecord] = {}
+        self._ready: list[tuple[int, int, TaskRecord]] = []
+        self._timers: list[tuple[float, int, TaskRecord, Phase]] = []
+        self._unique: dict[str, str] = {}
+        self._seq = itertools.count()
+        #: task id -> succeeded, for dependencies on tasks that already ended.
+        self.finished: collections.OrderedDict[str, bool] = collections.OrderedDict()
+        self._remember = remember_finished
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def live(self, task_id: str) -> TaskRecord | None:
+        return self.records.get(task_id)
+
+    def live_unique(self, key: str) -> TaskRecord | None:
+        task_id = self._unique.get(key)
+        return None if task_id is None else self.records.get(task_id)
+
+    def add(self, record: TaskRecord) -> None:
+        """Track a new task; the caller then calls :meth:`place`."""
+        self.records[record.task_id] = record
+        if record.unique_key is not None:
+            self._unique[record.unique_key] = record.task_id
+        if record.expire_at is not None:
+            self._push_timer(record.expire_at, record, Phase.EXPIRED)
+
+    def place(self, record: TaskRecord, now: float) -> None:
+        """Put a task where it belongs now: waiting, scheduled or ready."""
+        if record.waiting_on:
+            if record.phase is not Phase.WAITING:
+                record.move(Phase.WAITING)
+        elif record.eta is not None and record.eta > now:
+            record.move(Phase.SCHEDULED)
+            self._push_timer(record.eta, record, Phase.QUEUED)
+        else:
+            record.move(Phase.QUEUED)
+            record.seq = next(self._seq)
+            heapq.heappush(self._ready, (-record.priority, record.seq, record))
+
+    def pop_ready(self) -> TaskRecord | None:
+        """The next task to run, highest priority first."""
+        while self._ready:
+            _, seq, record = heapq.heappop(self._ready)
+            if record.phase is Phase.QUEUED and record.seq == seq:
+                return record
+        return None
+
+    def has_ready(self) -> bool:
+        while self._ready:
+            _, seq, record = self._ready[0]
+            if record.phase is Phase.QUEUED and record.seq == seq:
+                return True
+            heapq.heappop(self._ready)
+        return False
+
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def due(self, now: float) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """Pop timers up to ``now``: (tasks whose ETA came, tasks that expired)."""
+        came: list[TaskRecord] = []
+        expired: list[TaskRecord] = []
+        while self._timers and self._timers[0][0] <= now:
+            when, _, record, kind = heapq.heappop(self._timers)
+            if self.records.get(record.task_id) is not record:
+                continue
+            if kind is Phase.EXPIRED:
+                if record.phase in (Phase.WAITING, Phase.SCHEDULED, Phase.QUEUED):
+                    expired.append(record)
+            elif record.phase is Phase.SCHEDULED and record.eta == when:
+                came.append(record)
+        return came, expired
+
+    def finish(self, record: TaskRecord, phase: Phase, succeeded: bool) -> None:
+        """Forget a live task that reached an end; remember whether it succeeded."""
+        record.move(phase)
+        self.records.pop(record.task_id, None)
+        if record.unique_key is not None and self._unique.get(record.unique_key) == record.task_id:
+            del self._unique[record.unique_key]
+        self.finished[record.task_id] = succeeded
+        if len(self.finished) > self._remember:
+            self.finished.popitem(last=False)
+
+    def _push_timer(self, when: float, record: TaskRecord, kind: Phase) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), record, kind))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts by phase, for logs and tests."""
+        counts: collections.Counter[str] = collections.Counter(
+            record.phase.value for record in self.records.values()
+        )
+        return dict(counts)

@@ -1,0 +1,108 @@
+"""The result store: the actor in front of a result backend that pushes results to waiters.
+
+Waiters register with an ask that the store answers the moment the result is stored: no
+polling on the in-process path, whatever backend is configured (even one that keeps
+nothing, like ``DummyResultBackend``: waiters present at that moment still get it).
+Results with a ``ttl`` are deleted when it runs out.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import math
+from typing import Any
+
+import attrs
+import trio
+
+from .backends.results import AsyncResultBackend
+from .exceptions import ResultGetError
+from .protocol import CopyResult, GetResult, StoreRequest, StoreResult, WaitResult
+from .result import TaskiqResult
+from .runtime import Actor, Reply
+
+__all__ = ["ResultStore"]
+
+log = logging.getLogger("actors.results")
+
+
+class ResultStore(Actor[StoreRequest]):
+    """Owns the backend; answers waiters as soon as a result is stored."""
+
+    mailbox_size = 4096
+
+    def __init__(self, backend: AsyncResultBackend[Any]) -> None:
+        self.backend = backend
+        self._waiters: dict[str, list[Reply]] = collections.defaultdict(list)
+        self._expiries: list[tuple[float, str]] = []
+        self._expiry_changed = trio.Event()
+
+    async def started(self) -> None:
+        self.nursery.start_soon(self._expire)
+
+    async def receive(self, message: StoreRequest) -> Any:
+        if isinstance(message, StoreResult):
+            await self._store(message.task_id, message.result, message.ttl)
+            return None
+        if isinstance(message, WaitResult):
+            return await self._wait(message.task_id)
+        if isinstance(message, GetResult):
+            return await self._get(message.task_id, message.with_logs)
+        source = await self._get(message.source)
+        if isinstance(source, TaskiqResult):
+            await self._store(message.target, attrs.evolve(source, task_id=message.target), message.ttl)
+        return None
+
+    async def _store(self, task_id: str, result: TaskiqResult[Any], ttl: float | None) -> None:
+        try:
+            await self.backend.set_result(task_id, result)
+        except Exception:
+            # The waiters below still get the result; later readers will not find it.
+            log.exception("result backend failed to store the result of %s", task_id)
+        for reply in self._waiters.pop(task_id, ()):
+            reply.resolve(result)
+        if ttl is not None:
+            heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
+            self._expiry_changed.set()
+
+    async def _wait(self, task_id: str) -> TaskiqResult[Any] | None:
+        if await self._ready(task_id):
+            result = await self._get(task_id)
+            if isinstance(result, TaskiqResult):
+                return result
+        reply = self.defer_reply()
+        if reply is not None:
+            self._waiters[task_id].append(reply)
+        return None
+
+    async def _ready(self, task_id: str) -> bool:
+        try:
+            return await self.backend.is_result_ready(task_id)
+        except Exception:
+            log.exception("result backend failed is_result_ready(%s)", task_id)
+            return False
+
+    async def _get(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any] | Exception:
+        """The result, or the error to raise at the asker (a value, not a crash)."""
+        try:
+            return await self.backend.get_result(task_id, with_logs=with_logs)
+        except ResultGetError as exc:
+            return exc
+        except Exception as exc:
+            return ResultGetError(f"cannot get the result of {task_id}: {exc!r}")
+
+    async def _expire(self) -> None:
+        while True:
+            when = self._expiries[0][0] if self._expiries else math.inf
+            with trio.move_on_at(when):
+                await self._expiry_changed.wait()
+                self._expiry_changed = trio.Event()
+                continue
+            _, task_id = heapq.heappop(self._expiries)
+            try:
+                await self.backend.delete_result(task_id)
+            except Exception:
+                log.exception("result backend failed to delete the expired result of %s", task_id)
+

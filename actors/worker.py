@@ -1,0 +1,228 @@
+"""The worker: runs tasks, each under its own cancel scope (timeout, abort).
+
+It announces its capacity to the broker, runs every task it is handed in its nursery,
+stores the result through the result store, and tells the broker how the run ended.
+Sync tasks run in a bounded thread pool; an aborted one is abandoned and its result
+ignored. Dependency injection is taskiq-dependencies, as in taskiq.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+import trio
+
+from .context import Context, RunControl, current_run
+from .events import TaskiqState
+from .exceptions import (
+    NoResultError,
+    SerializationError,
+    TaskiqError,
+    TaskTimeoutError,
+    UnknownTaskError,
+)
+from .protocol import (
+    BrokerRequest,
+    Finished,
+    GetResult,
+    Run,
+    StoreRequest,
+    StoreResult,
+    WorkerReady,
+    WorkerRequest,
+)
+from .result import TaskiqMessage, TaskiqResult
+from .runtime import Actor, ActorRef
+
+if TYPE_CHECKING:
+    from .broker import AsyncBroker
+
+__all__ = ["WorkerActor", "maybe_await"]
+
+log = logging.getLogger("actors.worker")
+
+
+async def maybe_await(value: Any) -> Any:
+    """Hooks and handlers may be sync or async, as in taskiq."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _label_seconds(labels: dict[str, Any], name: str) -> float | None:
+    value = labels.get(name)
+    return None if value is None or value == "" else float(value)
+
+
+class WorkerActor(Actor[WorkerRequest]):
+    """Runs up to ``capacity`` tasks at once; the broker never sends more."""
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        broker_ref: ActorRef[BrokerRequest],
+        store: ActorRef[StoreRequest],
+        worker_id: str,
+        capacity: int,
+        sync_limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.broker = broker
+        self.broker_ref = broker_ref
+        self.store = store
+        self.worker_id = worker_id
+        self.capacity = capacity
+        self.mailbox_size = 2 * capacity + 16  # runs are credit-bounded; cancels are few
+        self.sync_limiter = sync_limiter
+        self._scopes: dict[str, trio.CancelScope] = {}
+
+    async def started(self) -> None:
+        await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
+
+    async def receive(self, message: WorkerRequest) -> None:
+        if isinstance(message, Run):
+            self.nursery.start_soon(self._run, message)
+        else:
+            scope = self._scopes.get(message.task_id)
+            if scope is not None:
+                scope.cancel()
+
+    async def _run(self, run: Run) -> None:
+        task_id = run.message.task_id
+        control = RunControl()
+        current_run.set(control)
+        with trio.CancelScope() as scope:
+            self._scopes[task_id] = scope
+            try:
+                result = await self._execute(run)
+            finally:
+                del self._scopes[task_id]
+        if scope.cancelled_caught:
+            await self.broker_ref.tell(Finished(task_id, self.worker_id, "aborted"))
+            return
+        if control.rerun is not None:
+            await self.broker_ref.tell(
+                Finished(
+                    task_id,
+                    self.worker_id,
+                    "again",
+                    delay=control.rerun.delay,
+                    labels=control.rerun.labels,
+                )
+            )
+            return
+        if result is not None:
+            ttl = _label_seconds(run.message.labels, "ttl")
+            await self.store.tell(StoreResult(task_id, result, ttl))
+            for middleware in self.broker.middlewares:
+                await maybe_await(middleware.post_save(self._message_of(run), result))
+        is_err = result is None or result.is_err
+        await self.broker_ref.tell(Finished(task_id, self.worker_id, "done", is_err=is_err))
+
+    def _message_of(self, run: Run) -> TaskiqMessage:
+        return TaskiqMessage(
+            task_id=run.message.task_id,
+            task_name=run.message.task_name,
+            labels=dict(run.message.labels),
+        )
+
+    async def _execute(self, run: Run) -> TaskiqResult[Any] | None:
+        """Run one task; None when no result is to be stored (``NoResultError``)."""
+        broker = self.broker
+        start_time = pendulum.now("UTC")
+        started = time.perf_counter()
+        message: TaskiqMessage | None = None
+        error: BaseException | None = None
+        value: Any = None
+        try:
+            message = broker.formatter.loads(run.message.message)
+            message.labels = dict(run.message.labels)
+            for middleware in broker.middlewares:
+                message = await maybe_await(middleware.pre_execute(message))
+            value = await self._call(message, run)
+            value = _round_trip(broker, message.task_name, value)
+        except NoResultError:
+            return None
+        except Exception as exc:
+            error = exc
+        finish_time = pendulum.now("UTC")
+        result: TaskiqResult[Any] = TaskiqResult(
+            is_err=error is not None,
+            return_value=value if error is None else None,
+            execution_time=time.perf_counter() - started,
+            labels=dict(run.message.labels),
+            error=error if broker.propagate_exceptions or error is None else None,
+            task_id=run.message.task_id,
+            tries=run.tries,
+            worker_id=self.worker_id,
+            enqueue_time=run.enqueue_time,
+            start_time=start_time,
+            finish_time=finish_time,
+        )
+        if message is None:
+            message = self._message_of(run)
+        for middleware in broker.middlewares:
+            await maybe_await(middleware.post_execute(message, result))
+        if error is not None:
+            for middleware in broker.middlewares:
+                await maybe_await(middleware.on_error(message, result, error))
+        if current_run.get().rerun is not None:
+            return None
+        return result
+
+    async def _call(self, message: TaskiqMessage, run: Run) -> Any:
+        broker = self.broker
+        task = broker.find_task(message.task_name)
+        if task is None:
+            raise UnknownTaskError(task_name=message.task_name)
+        args = list(message.args)
+        parent = message.labels.get("then_of")
+        if parent:
+            args = [*_parent_value(await self.store.ask(GetResult(parent))), *args]
+        kwargs = dict(message.kwargs)
+        if broker.cast_types:
+            args, kwargs = task.cast_arguments(args, kwargs)
+        context = Context(message, broker)
+        dependencies = task.dependency_graph.async_ctx(
+            {Context: context, TaskiqState: broker.state, **broker.dependency_context}
+        )
+        try:
+            kwargs.update(await dependencies.resolve_kwargs())
+            timeout = _label_seconds(message.labels, "timeout")
+            try:
+                with trio.fail_after(timeout if timeout is not None else float("inf")):
+                    if task.is_async:
+                        return await task.original_func(*args, **kwargs)
+                    call = functools.partial(task.original_func, *args, **kwargs)
+                    return await trio.to_thread.run_sync(
+                        call, limiter=self.sync_limiter, abandon_on_cancel=True
+                    )
+            except trio.TooSlowError:
+                raise TaskTimeoutError(
+                    f"task {message.task_id} timed out after {timeout}s", timeout=timeout
+                ) from None
+        finally:
+            await dependencies.close()
+
+
+def _round_trip(broker: AsyncBroker, task_name: str, value: Any) -> Any:
+    """Send the return value through the serializer, as it would cross a cluster."""
+    serializer = broker.serializer
+    try:
+        return serializer.loadb(serializer.dumpb(value))
+    except Exception as exc:
+        raise SerializationError(
+            f"task {task_name!r} returned a {type(value).__qualname__} that cannot be serialized"
+        ) from exc
+
+
+def _parent_value(result: Any) -> list[Any]:
+    """``then``: the parent's return value as positional arguments (tuples unpacked)."""
+    if isinstance(result, BaseException):
+        raise TaskiqError(f"the parent's result is gone: {result}")
+    value = result.return_value
+    return list(value) if isinstance(value, tuple | list) and not isinstance(value, str) else [value]
