@@ -26,6 +26,8 @@ __all__ = ["Actor", "ActorCell"]
 
 M = TypeVar("M")
 log = logging.getLogger("actors.runtime")
+#: Messages an actor handles back to back before it lets other tasks run.
+_BATCH = 64
 
 
 class Actor(Generic[M]):
@@ -39,8 +41,9 @@ class Actor(Generic[M]):
 
     #: The runtime type check applied at the sender; inferred from ``Actor[...]``.
     message_type: ClassVar[Any] = object
-    #: How many messages may wait before ``tell`` blocks the sender.
-    mailbox_size: ClassVar[int] = 256
+    #: How many messages may wait before ``tell`` blocks the sender. A class default;
+    #: an instance may set its own in ``__init__`` (read when its child slot is created).
+    mailbox_size: int = 256
 
     _cell: ActorCell[M]
     _nursery: trio.Nursery
@@ -143,9 +146,21 @@ class ActorCell(Generic[M]):
 
     async def _loop(self, actor: Actor[M]) -> None:
         receiver = self.mailbox.receiver
+        in_a_row = 0
         while not self.stopping:
             try:
-                message, reply = await receiver.receive()
+                # Take queued messages without a scheduler round trip, but let other
+                # tasks run at least every _BATCH messages.
+                if in_a_row < _BATCH:
+                    try:
+                        message, reply = receiver.receive_nowait()
+                        in_a_row += 1
+                    except trio.WouldBlock:
+                        message, reply = await receiver.receive()
+                        in_a_row = 0
+                else:
+                    message, reply = await receiver.receive()
+                    in_a_row = 0
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             self._current = reply

@@ -98,7 +98,14 @@ class Mailbox(Generic[M]):
         """Wait for space, then enqueue; raises once the mailbox is closed."""
         self.check(message)
         try:
-            await self._send.send((message, reply))
+            try:
+                # Fast path: with room in the mailbox, only a cancellation check, no
+                # trip through the scheduler; a full mailbox makes the sender wait.
+                self._send.send_nowait((message, reply))
+            except trio.WouldBlock:
+                await self._send.send((message, reply))
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStoppedError(f"actor {self.owner!r} has stopped") from None
 
