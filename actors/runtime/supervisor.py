@@ -172,7 +172,7 @@ class Supervisor:
         else:
             if child.cell is None:
                 child.cell = self._node.new_cell(
-                    child.spec.name, type(runnable).message_type, type(runnable).mailbox_size
+                    child.spec.name, type(runnable).message_type, runnable.mailbox_size
                 )
         if child not in self._children:
             self._children.append(child)
