@@ -27,6 +27,7 @@ from .events import EventHandler, TaskiqEvents, TaskiqState
 from .exceptions import (
     BrokerError,
     DependencyFailedError,
+    ResultGetError,
     TaskAbortedError,
     TaskExpiredError,
     UnknownTaskError,
@@ -134,20 +135,21 @@ class BrokerActor(Actor[BrokerRequest]):
         # report their end to whichever broker instance is alive then.
 
     async def receive(self, message: BrokerRequest) -> Any:
+        answer: Any = None
         if isinstance(message, Enqueue):
-            answer: Any = await self._enqueue(message.message)
+            answer = await self._enqueue(message.message)
         elif isinstance(message, Finished):
-            answer = await self._finished(message)
+            await self._finished(message)
         elif isinstance(message, Tick):
-            answer = await self._tick()
+            await self._tick()
         elif isinstance(message, WorkerReady):
-            answer = await self._worker_ready(message)
+            await self._worker_ready(message)
         elif isinstance(message, Abort):
             answer = await self._abort(message.task_id)
         elif isinstance(message, Inspect):
             answer = self._inspect(message.task_id)
         else:
-            answer = self._drain()
+            self._drain()
         await self._dispatch()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
@@ -280,7 +282,9 @@ class BrokerActor(Actor[BrokerRequest]):
             self.queue.finish(record, Phase.DONE, succeeded=not message.is_err)
             await self._release_dependents(record, succeeded=not message.is_err)
         else:
-            await self._end(record, Phase.ABORTED, TaskAbortedError(f"task {record.task_id} was aborted"))
+            await self._end(
+                record, Phase.ABORTED, TaskAbortedError(f"task {record.task_id} was aborted")
+            )
         for reply in aborts:
             reply.resolve(message.outcome != "done")
 
@@ -697,9 +701,7 @@ class InMemoryBroker(AsyncBroker):
             return ResultStore(self.result_backend)
 
         def broker() -> BrokerActor:
-            return BrokerActor(
-                self._state, node.ref(store_name), self.formatter, self.wall_clock
-            )
+            return BrokerActor(self._state, node.ref(store_name), self.formatter, self.wall_clock)
 
         def worker(index: int) -> Callable[[], WorkerActor]:
             return lambda: WorkerActor(
@@ -742,6 +744,11 @@ class InMemoryBroker(AsyncBroker):
 
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
         _, store = self._actors()
+        backend = self.result_backend
+        with contextlib.suppress(ResultGetError):
+            # A stored result is read straight from the backend; only waiting needs the store.
+            if await backend.is_result_ready(task_id):
+                return await backend.get_result(task_id)
         result = await store.ask(WaitResult(task_id))
         assert isinstance(result, TaskiqResult)
         return result

@@ -19,7 +19,7 @@ import trio
 
 from .backends.results import AsyncResultBackend
 from .exceptions import ResultGetError
-from .protocol import CopyResult, GetResult, StoreRequest, StoreResult, WaitResult
+from .protocol import GetResult, StoreRequest, StoreResult, WaitResult
 from .result import TaskiqResult
 from .runtime import Actor, Reply
 
@@ -52,7 +52,9 @@ class ResultStore(Actor[StoreRequest]):
             return await self._get(message.task_id, message.with_logs)
         source = await self._get(message.source)
         if isinstance(source, TaskiqResult):
-            await self._store(message.target, attrs.evolve(source, task_id=message.target), message.ttl)
+            await self._store(
+                message.target, attrs.evolve(source, task_id=message.target), message.ttl
+            )
         return None
 
     async def _store(self, task_id: str, result: TaskiqResult[Any], ttl: float | None) -> None:
@@ -105,4 +107,3 @@ class ResultStore(Actor[StoreRequest]):
                 await self.backend.delete_result(task_id)
             except Exception:
                 log.exception("result backend failed to delete the expired result of %s", task_id)
-

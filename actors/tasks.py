@@ -61,7 +61,7 @@ class AsyncTaskiqDecoratedTask(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(original_func)
         self.dependency_graph = DependencyGraph(original_func)
         self._casts = _cast_plan(original_func)
-        functools.update_wrapper(self, original_func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, original_func)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.original_func(*args, **kwargs)
@@ -106,7 +106,9 @@ class AsyncTaskiqDecoratedTask(Generic[P, R]):
             _cast(value, self._casts.types.get(names[i])) if i < len(names) else value
             for i, value in enumerate(args)
         ]
-        cast_kwargs = {name: _cast(value, self._casts.types.get(name)) for name, value in kwargs.items()}
+        cast_kwargs = {
+            name: _cast(value, self._casts.types.get(name)) for name, value in kwargs.items()
+        }
         return cast_args, cast_kwargs
 
 
@@ -273,7 +275,9 @@ class AsyncTaskiqTask(Generic[R]):
         ``check_interval`` is accepted for taskiq compatibility; nothing polls.
         Raises ``TaskiqResultTimeoutError`` past a positive ``timeout``.
         """
-        with trio.move_on_after(timeout if timeout > 0 else math.inf):
+        if timeout <= 0:
+            return await self.broker.wait_result(self.task_id)
+        with trio.move_on_after(timeout):
             return await self.broker.wait_result(self.task_id)
         raise TaskiqResultTimeoutError(
             f"no result for task {self.task_id} within {timeout}s", timeout=timeout
@@ -344,4 +348,3 @@ async def gather(
                 nursery.start_soon(one, index, item)
         return tuple(result for result in results if result is not None)
     raise TaskiqResultTimeoutError(f"gather: not every result came within {timeout}s")
-

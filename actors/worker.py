@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pendulum
@@ -52,6 +54,10 @@ async def maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+#: Result label marking a tuple return value (serializers turn tuples into lists).
+RETURNED_TUPLE = "returned_tuple"
 
 
 def _label_seconds(labels: dict[str, Any], name: str) -> float | None:
@@ -138,23 +144,28 @@ class WorkerActor(Actor[WorkerRequest]):
         message: TaskiqMessage | None = None
         error: BaseException | None = None
         value: Any = None
+        returned_tuple = False
         try:
             message = broker.formatter.loads(run.message.message)
             message.labels = dict(run.message.labels)
             for middleware in broker.middlewares:
                 message = await maybe_await(middleware.pre_execute(message))
             value = await self._call(message, run)
+            returned_tuple = type(value) is tuple
             value = _round_trip(broker, message.task_name, value)
         except NoResultError:
             return None
         except Exception as exc:
             error = exc
         finish_time = pendulum.now("UTC")
+        labels = dict(run.message.labels)
+        if error is None and returned_tuple:
+            labels[RETURNED_TUPLE] = True  # so ``then`` unpacks it, as streaq does
         result: TaskiqResult[Any] = TaskiqResult(
             is_err=error is not None,
             return_value=value if error is None else None,
             execution_time=time.perf_counter() - started,
-            labels=dict(run.message.labels),
+            labels=labels,
             error=error if broker.propagate_exceptions or error is None else None,
             task_id=run.message.task_id,
             tries=run.tries,
@@ -186,31 +197,50 @@ class WorkerActor(Actor[WorkerRequest]):
         kwargs = dict(message.kwargs)
         if broker.cast_types:
             args, kwargs = task.cast_arguments(args, kwargs)
+        timeout = _label_seconds(message.labels, "timeout")
+        if task.dependency_graph.is_empty():
+            return await self._invoke(task.original_func, task.is_async, args, kwargs, timeout)
         context = Context(message, broker)
         dependencies = task.dependency_graph.async_ctx(
             {Context: context, TaskiqState: broker.state, **broker.dependency_context}
         )
         try:
             kwargs.update(await dependencies.resolve_kwargs())
-            timeout = _label_seconds(message.labels, "timeout")
-            try:
-                with trio.fail_after(timeout if timeout is not None else float("inf")):
-                    if task.is_async:
-                        return await task.original_func(*args, **kwargs)
-                    call = functools.partial(task.original_func, *args, **kwargs)
-                    return await trio.to_thread.run_sync(
-                        call, limiter=self.sync_limiter, abandon_on_cancel=True
-                    )
-            except trio.TooSlowError:
-                raise TaskTimeoutError(
-                    f"task {message.task_id} timed out after {timeout}s", timeout=timeout
-                ) from None
+            return await self._invoke(task.original_func, task.is_async, args, kwargs, timeout)
         finally:
             await dependencies.close()
+
+    async def _invoke(
+        self,
+        func: Callable[..., Any],
+        is_async: bool,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        """Call the task function, in a worker thread if it is sync, within ``timeout``."""
+        if timeout is None and is_async:
+            return await func(*args, **kwargs)
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                if is_async:
+                    return await func(*args, **kwargs)
+                call = functools.partial(func, *args, **kwargs)
+                return await trio.to_thread.run_sync(
+                    call, limiter=self.sync_limiter, abandon_on_cancel=True
+                )
+        except trio.TooSlowError:
+            raise TaskTimeoutError(f"task timed out after {timeout}s", timeout=timeout) from None
+
+
+#: Values every serializer gives back unchanged: no round trip needed.
+_PLAIN = frozenset({type(None), bool, int, float, str})
 
 
 def _round_trip(broker: AsyncBroker, task_name: str, value: Any) -> Any:
     """Send the return value through the serializer, as it would cross a cluster."""
+    if type(value) in _PLAIN:
+        return value
     serializer = broker.serializer
     try:
         return serializer.loadb(serializer.dumpb(value))
@@ -225,4 +255,4 @@ def _parent_value(result: Any) -> list[Any]:
     if isinstance(result, BaseException):
         raise TaskiqError(f"the parent's result is gone: {result}")
     value = result.return_value
-    return list(value) if isinstance(value, tuple | list) and not isinstance(value, str) else [value]
+    return list(value) if result.labels.get(RETURNED_TUPLE) else [value]

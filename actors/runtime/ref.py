@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
@@ -78,7 +77,10 @@ class LocalRef(ActorRef[M]):
     async def ask(self, message: M, *, timeout: float | None = None) -> Any:
         reply = LocalReply()
         mailbox = self._live_cell().mailbox
-        with trio.move_on_after(math.inf if timeout is None else timeout):
+        if timeout is None:
+            await mailbox.put(message, reply)
+            return await reply.wait()
+        with trio.move_on_after(timeout):
             await mailbox.put(message, reply)
             return await reply.wait()
         reply.fail(AskTimeoutError())  # so a late answer is dropped
