@@ -1,5 +1,51 @@
 """trio-actors: supervised actors on trio, and a taskiq-style task queue built on them."""
 
+from .backends.results import (
+    AsyncResultBackend as AsyncResultBackend,
+    DummyResultBackend as DummyResultBackend,
+    InmemoryResultBackend as InmemoryResultBackend,
+    SqliteResultBackend as SqliteResultBackend,
+)
+from .broker import (
+    AsyncBroker as AsyncBroker,
+    AsyncSharedBroker as AsyncSharedBroker,
+    InMemoryBroker as InMemoryBroker,
+    async_shared_broker as async_shared_broker,
+)
+from .context import Context as Context
+from .events import TaskiqEvents as TaskiqEvents, TaskiqState as TaskiqState
+from .exceptions import (
+    BrokerError as BrokerError,
+    DependencyFailedError as DependencyFailedError,
+    NoResultError as NoResultError,
+    ResultBackendError as ResultBackendError,
+    ResultGetError as ResultGetError,
+    ResultIsReadyError as ResultIsReadyError,
+    SecurityError as SecurityError,
+    SendTaskError as SendTaskError,
+    SerializationError as SerializationError,
+    SharedBrokerSendTaskError as SharedBrokerSendTaskError,
+    TaskAbortedError as TaskAbortedError,
+    TaskExpiredError as TaskExpiredError,
+    TaskiqError as TaskiqError,
+    TaskiqResultTimeoutError as TaskiqResultTimeoutError,
+    TaskRejectedError as TaskRejectedError,
+    TaskTimeoutError as TaskTimeoutError,
+    UnknownTaskError as UnknownTaskError,
+)
+from .formatter import JSONFormatter as JSONFormatter, TaskiqFormatter as TaskiqFormatter
+from .lifecycle import TaskInfo as TaskInfo, TaskStatus as TaskStatus
+from .middlewares import (
+    SimpleRetryMiddleware as SimpleRetryMiddleware,
+    SmartRetryMiddleware as SmartRetryMiddleware,
+    TaskiqMiddleware as TaskiqMiddleware,
+)
+from .result import (
+    ResultStatus as ResultStatus,
+    TaskiqMessage as TaskiqMessage,
+    TaskiqResult as TaskiqResult,
+    TaskProgress as TaskProgress,
+)
 from .runtime import (
     Actor as Actor,
     ActorCrashedError as ActorCrashedError,
@@ -18,4 +64,17 @@ from .runtime import (
     Supervisor as Supervisor,
     SupervisorFailedError as SupervisorFailedError,
     exponential_backoff as exponential_backoff,
+)
+from .serializers import (
+    JSONSerializer as JSONSerializer,
+    MsgpackSerializer as MsgpackSerializer,
+    PickleSerializer as PickleSerializer,
+    TaskiqSerializer as TaskiqSerializer,
+)
+from .tasks import (
+    AsyncKicker as AsyncKicker,
+    AsyncTaskiqDecoratedTask as AsyncTaskiqDecoratedTask,
+    AsyncTaskiqTask as AsyncTaskiqTask,
+    TaskiqDepends as TaskiqDepends,
+    gather as gather,
 )

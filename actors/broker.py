@@ -28,6 +28,7 @@ from .exceptions import (
     BrokerError,
     DependencyFailedError,
     ResultGetError,
+    SharedBrokerSendTaskError,
     TaskAbortedError,
     TaskExpiredError,
     UnknownTaskError,
@@ -62,7 +63,15 @@ from .serializers import JSONSerializer, TaskiqSerializer
 from .tasks import AsyncTaskiqDecoratedTask
 from .worker import WorkerActor, maybe_await
 
-__all__ = ["AsyncBroker", "BrokerActor", "BrokerState", "InMemoryBroker", "unique_key"]
+__all__ = [
+    "AsyncBroker",
+    "AsyncSharedBroker",
+    "BrokerActor",
+    "BrokerState",
+    "InMemoryBroker",
+    "async_shared_broker",
+    "unique_key",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -542,7 +551,12 @@ class AsyncBroker:
         return task
 
     def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
-        return self.tasks.get(task_name)
+        """A task of this broker, or one declared on ``async_shared_broker``."""
+        return self.tasks.get(task_name) or async_shared_broker.tasks.get(task_name)
+
+    def sending_broker(self) -> AsyncBroker:
+        """The broker that sends this broker's kicks: itself, except for the shared one."""
+        return self
 
     def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]:
         return dict(self.tasks)
@@ -642,6 +656,31 @@ class AsyncBroker:
 
 async def _call_hook(hook: Callable[[], Any]) -> None:
     await maybe_await(hook())
+
+
+class AsyncSharedBroker(AsyncBroker):
+    """Tasks declared in library code with ``@async_shared_broker.task``.
+
+    They run on any broker (workers find them by name) and are kicked through the broker
+    given to :meth:`default_broker`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._default: AsyncBroker | None = None
+
+    def default_broker(self, new_broker: AsyncBroker) -> None:
+        self._default = new_broker
+
+    def sending_broker(self) -> AsyncBroker:
+        if self._default is None:
+            raise SharedBrokerSendTaskError(
+                "a shared task was kicked before async_shared_broker.default_broker(...) was set"
+            )
+        return self._default
+
+
+async_shared_broker = AsyncSharedBroker()
 
 
 class InMemoryBroker(AsyncBroker):

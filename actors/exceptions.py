@@ -18,6 +18,7 @@ __all__ = [
     "ResultIsReadyError",
     "SecurityError",
     "SendTaskError",
+    "SharedBrokerSendTaskError",
     "SerializationError",
     "TaskAbortedError",
     "TaskExpiredError",
@@ -47,6 +48,10 @@ class SendTaskError(BrokerError):
     """A task message could not be handed to the broker."""
 
     default_message = "Cannot send the task to the broker"
+
+
+class SharedBrokerSendTaskError(SendTaskError):
+    """A shared task was kicked with no default broker set."""
 
 
 class UnknownTaskError(BrokerError):

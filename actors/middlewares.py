@@ -58,7 +58,7 @@ class TaskiqMiddleware:
 
 
 #: Errors that end a task on purpose; retrying them would undo the decision.
-_FINAL = (NoResultError, TaskRejectedError, TaskAbortedError)
+FINAL_ERRORS = (NoResultError, TaskRejectedError, TaskAbortedError)
 
 
 class SimpleRetryMiddleware(TaskiqMiddleware):
@@ -87,7 +87,7 @@ class SimpleRetryMiddleware(TaskiqMiddleware):
         self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException
     ) -> None:
         labels = message.labels
-        if isinstance(exception, _FINAL):
+        if isinstance(exception, FINAL_ERRORS):
             return
         if not _truthy(labels.get("retry_on_error", self.default_retry_label)):
             return

@@ -203,7 +203,7 @@ class AsyncKicker(Generic[P, R]):
         return self
 
     async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskiqTask[R]:
-        broker = self.broker
+        broker = self.broker.sending_broker()
         message = TaskiqMessage(
             task_id=self.task_id or broker.id_generator(),
             task_name=self.task_name,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 import trio
 
-from .context import Context, RunControl, current_run
+from .context import Context, RunControl, current_run, request_rerun
 from .events import TaskiqState
 from .exceptions import (
     NoResultError,
@@ -28,6 +28,7 @@ from .exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
+from .middlewares import FINAL_ERRORS
 from .protocol import (
     BrokerRequest,
     Finished,
@@ -181,6 +182,14 @@ class WorkerActor(Actor[WorkerRequest]):
         if error is not None:
             for middleware in broker.middlewares:
                 await maybe_await(middleware.on_error(message, result, error))
+            max_tries = message.labels.get("max_tries")
+            if (
+                max_tries is not None
+                and run.tries < int(max_tries)
+                and current_run.get().rerun is None
+                and not isinstance(error, FINAL_ERRORS)
+            ):
+                request_rerun(0.0, dict(run.message.labels))  # streaq's max_tries
         if current_run.get().rerun is not None:
             return None
         return result
