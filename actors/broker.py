@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
 import attrs
@@ -60,7 +60,7 @@ from .result import TaskiqMessage, TaskiqResult
 from .results import ResultStore
 from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
-from .tasks import AsyncTaskiqDecoratedTask
+from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
 from .worker import WorkerActor, maybe_await
 
 __all__ = [
@@ -521,32 +521,46 @@ class AsyncBroker:
     # Tasks -----------------------------------------------------------------------------
 
     @overload
+    def task(
+        self, task_name: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
+
+    @overload
     def task(self, task_name: Callable[P, R]) -> AsyncTaskiqDecoratedTask[P, R]: ...
 
     @overload
-    def task(
-        self, task_name: str | None = None, **labels: Any
-    ) -> Callable[[Callable[P, R]], AsyncTaskiqDecoratedTask[P, R]]: ...
+    def task(self, task_name: str | None = None, **labels: Any) -> TaskDecorator: ...
 
-    def task(
-        self, task_name: str | Callable[P, R] | None = None, **labels: Any
-    ) -> (
-        AsyncTaskiqDecoratedTask[P, R] | Callable[[Callable[P, R]], AsyncTaskiqDecoratedTask[P, R]]
-    ):
+    def task(self, task_name: str | Callable[..., Any] | None = None, **labels: Any) -> Any:
         """``@broker.task``, ``@broker.task("name", **labels)`` or ``@broker.task(**labels)``."""
         if callable(task_name):
             return self.register_task(task_name)
 
-        def decorate(func: Callable[P, R]) -> AsyncTaskiqDecoratedTask[P, R]:
+        def decorate(func: Callable[..., Any]) -> AsyncTaskiqDecoratedTask[Any, Any]:
             return self.register_task(func, task_name, **labels)
 
         return decorate
 
+    @overload
+    def register_task(
+        self,
+        func: Callable[P, Coroutine[Any, Any, R]],
+        task_name: str | None = None,
+        **labels: Any,
+    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
+
+    @overload
     def register_task(
         self, func: Callable[P, R], task_name: str | None = None, **labels: Any
-    ) -> AsyncTaskiqDecoratedTask[P, R]:
+    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
+
+    def register_task(
+        self, func: Callable[..., Any], task_name: str | None = None, **labels: Any
+    ) -> AsyncTaskiqDecoratedTask[Any, Any]:
         name = task_name or f"{func.__module__}:{func.__qualname__}"
-        task: AsyncTaskiqDecoratedTask[P, R] = AsyncTaskiqDecoratedTask(self, name, func, labels)
+        task: AsyncTaskiqDecoratedTask[Any, Any] = AsyncTaskiqDecoratedTask(
+            self, name, func, labels
+        )
         self.tasks[name] = task
         return task
 

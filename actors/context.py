@@ -48,7 +48,12 @@ def request_rerun(delay: float, labels: dict[str, Any]) -> None:
 class Context:
     """Injected with ``context: Context = TaskiqDepends()``."""
 
-    def __init__(self, message: TaskiqMessage, broker: AsyncBroker) -> None:
+    message: TaskiqMessage
+    broker: AsyncBroker
+
+    # ``broker`` is ``Any`` here because taskiq-dependencies resolves these hints at run
+    # time, where the broker module (which imports this one) cannot be named.
+    def __init__(self, message: TaskiqMessage, broker: Any) -> None:
         self.message = message
         self.broker = broker
 

@@ -9,9 +9,9 @@ import functools
 import inspect
 import math
 import typing
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import cattrs
 import pendulum
@@ -31,6 +31,7 @@ __all__ = [
     "AsyncKicker",
     "AsyncTaskiqDecoratedTask",
     "AsyncTaskiqTask",
+    "TaskDecorator",
     "TaskiqDepends",
     "gather",
 ]
@@ -42,6 +43,18 @@ R = TypeVar("R")
 TaskiqDepends = Depends
 
 _casts = cattrs.Converter()
+
+
+class TaskDecorator(Protocol):
+    """What ``@broker.task(...)`` with arguments returns; unwraps coroutine functions."""
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R]) -> AsyncTaskiqDecoratedTask[P, R]: ...
 
 
 class AsyncTaskiqDecoratedTask(Generic[P, R]):
