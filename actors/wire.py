@@ -1,10 +1,16 @@
-"""What crosses a link: a closed grammar of tagged frames, encoded by one cattrs converter.
+"""What crosses a link: a closed grammar of tagged frames, encoded with msgpack.
 
 Every frame is a frozen attrs class with a ``Literal`` ``kind`` tag. User messages travel
-inside a frame's ``body`` as ``[tag, payload]``: attrs classes carry a stable tag (their
-import path, or the name given to :func:`register`), anything else is sent as plain data.
-A receiver rebuilds only classes it registered itself (actor classes register their
+inside a frame's ``body``: the bytes of a msgpack ``[tag, payload]`` pair, made by one
+cattrs converter. Attrs classes carry a stable tag (their import path, or the name given to
+:func:`register`), anything else is sent as plain msgpack data (so a tuple arrives as a
+list). A receiver rebuilds only classes it registered itself (actor classes register their
 message types when they are defined), so a peer cannot make us import or build anything.
+
+The body is encoded by the sender's own task (:func:`encode_value`), so a message that
+cannot cross a link fails there with :class:`WireError` instead of breaking the link it
+would have been batched on. Frames are parsed strictly (:func:`decode_frames`): anything
+but the four known shapes is a :class:`WireError`, and the node closes that one link.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ __all__ = [
     "decode_value",
     "encode_frames",
     "encode_value",
+    "frame_size",
     "register",
+    "register_message_type",
 ]
 
 
@@ -62,7 +70,7 @@ converter.register_structure_hook(pendulum.DateTime, _structure_datetime)
 class Tell:
     kind: Literal["tell"]
     target: str
-    body: Any
+    body: bytes
 
 
 @attrs.frozen
@@ -70,14 +78,14 @@ class Ask:
     kind: Literal["ask"]
     id: int
     target: str
-    body: Any
+    body: bytes
 
 
 @attrs.frozen
 class Answer:
     kind: Literal["answer"]
     id: int
-    body: Any
+    body: bytes
 
 
 @attrs.frozen
@@ -125,39 +133,65 @@ def register_message_type(message_type: Any) -> None:
         register(message_type)
 
 
-def encode_value(value: Any) -> list[Any]:
-    """A user value as ``[tag, payload]``; ``tag`` is None for plain data."""
+def encode_value(value: Any) -> bytes:
+    """A user value as the msgpack bytes of ``[tag, payload]``; ``tag`` is None for plain
+    data. Raises :class:`WireError` when the value cannot be encoded."""
     cls = type(value)
-    if attrs.has(cls):
-        tag = _tags.get(cls)
-        if tag is None:
-            register(cls)
-            tag = _tags[cls]
-        return [tag, converter.unstructure(value, cls)]
-    return [None, converter.unstructure(value)]
+    try:
+        if attrs.has(cls):
+            tag = _tags.get(cls)
+            if tag is None:
+                register(cls)
+                tag = _tags[cls]
+            pair = [tag, converter.unstructure(value, cls)]
+        else:
+            pair = [None, converter.unstructure(value)]
+        return msgpack.packb(pair)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise WireError(f"cannot encode a {cls.__qualname__} for the wire: {exc}") from exc
 
 
-def decode_value(body: Any) -> Any:
+def decode_value(body: bytes) -> Any:
     """Rebuild a value from :func:`encode_value`'s output; :class:`WireError` if we can't."""
     try:
-        tag, payload = body
-    except (TypeError, ValueError) as exc:
+        tag, payload = msgpack.unpackb(body)
+    except Exception as exc:
         raise WireError(f"malformed value body: {body!r:.80}") from exc
     if tag is None:
         return payload
-    cls = _registry.get(tag)
+    cls = _registry.get(tag) if isinstance(tag, str) else None
     if cls is None:
-        raise WireError(f"unknown message tag {tag!r} (not registered on this node)")
+        raise WireError(f"unknown message tag {tag!r:.80} (not registered on this node)")
     try:
         return converter.structure(payload, cls)
     except Exception as exc:
         raise WireError(f"cannot rebuild {tag}: {exc}") from exc
 
 
+#: Each frame's fields after ``kind``, with the one type each must have.
+_FRAME_FIELDS: dict[str, tuple[type[Any], tuple[tuple[str, type[Any]], ...]]] = {
+    "tell": (Tell, (("target", str), ("body", bytes))),
+    "ask": (Ask, (("id", int), ("target", str), ("body", bytes))),
+    "answer": (Answer, (("id", int), ("body", bytes))),
+    "fault": (Fault, (("id", int), ("error", str), ("message", str))),
+}
+
+#: Bytes a frame's envelope adds to its variable fields (an upper bound).
+FRAME_OVERHEAD = 64
+
+
+def frame_size(frame: Frame) -> int:
+    """An upper bound of the frame's encoded size, to keep batches under a link's limit."""
+    if isinstance(frame, Fault):
+        return FRAME_OVERHEAD + len(frame.error) * 4 + len(frame.message) * 4
+    target = len(frame.target) * 4 if isinstance(frame, Tell | Ask) else 0
+    return FRAME_OVERHEAD + target + len(frame.body)
+
+
 def encode_frames(frames: list[Frame]) -> bytes:
     """Several frames in one link message (the writer batches when the link is busy)."""
     try:
-        return msgpack.packb([converter.unstructure(frame) for frame in frames])  # type: ignore[no-any-return]
+        return msgpack.packb([attrs.asdict(frame, recurse=False) for frame in frames])  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"cannot encode frame: {exc}") from exc
 
@@ -166,14 +200,26 @@ def decode_frames(data: bytes) -> list[Frame]:
     """Parse one link message; :class:`WireError` on anything malformed."""
     try:
         raw = msgpack.unpackb(data)
-        if not isinstance(raw, list):
-            raise TypeError("a link message is a list of frames")
-        frames: list[Frame] = []
-        for item in raw:
-            cls = _FRAME_CLASSES[item["kind"]]
-            frames.append(converter.structure(item, cls))
-        return frames
-    except WireError:
-        raise
     except Exception as exc:
         raise WireError(f"malformed frame: {exc}") from exc
+    if not isinstance(raw, list):
+        raise WireError("malformed frame: a link message is a list of frames")
+    frames: list[Frame] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise WireError(f"malformed frame: {item!r:.80}")
+        kind = item.get("kind")
+        shape = _FRAME_FIELDS.get(kind) if isinstance(kind, str) else None
+        if shape is None:
+            raise WireError(f"malformed frame: unknown kind {kind!r:.40}")
+        cls, fields = shape
+        if len(item) != len(fields) + 1:
+            raise WireError(f"malformed {kind} frame: fields {sorted(map(str, item))}")
+        values = []
+        for name, expected in fields:
+            value = item.get(name)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise WireError(f"malformed {kind} frame: bad {name!r}")
+            values.append(value)
+        frames.append(cls(kind, *values))
+    return frames

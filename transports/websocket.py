@@ -440,12 +440,20 @@ async def _run_websocket(
 
     The reader raises ``LocalProtocolError`` when a ping arrives after we sent our close
     (python-trio/trio-websocket#184). Here that ends this connection only.
+
+    Once the websocket is open the reader is shielded from cancellation: a node that is
+    shutting down (its whole nursery cancelled) still reads the peer's half of the closing
+    handshake, so the link closes cleanly and at once instead of waiting out the close
+    timeout. The reader still ends when its stream closes, and every caller closes the
+    stream when its link block exits.
     """
     started = False
     try:
-        with _collapse_groups():
+        with _collapse_groups(), trio.CancelScope() as reader_scope:
             async with trio.open_nursery() as nursery:
-                task_status.started(await upgrade(nursery))
+                ws = await upgrade(nursery)
+                reader_scope.shield = True
+                task_status.started(ws)
                 started = True
     except LocalProtocolError as exc:
         if not started:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from transports.base import Link, LinkClosed, Transport
+from transports.base import DEFAULT_MAX_FRAME, Link, LinkClosed, Transport
 
 from .. import wire
 from .actor import Actor, ActorCell
@@ -52,6 +52,8 @@ _FAULTS: dict[str, type[Exception]] = {
     )
 }
 _BATCH = 256
+#: Longest error message a fault frame carries.
+_FAULT_MESSAGE = 2000
 
 
 @attrs.define(eq=False)
@@ -77,11 +79,13 @@ class _RemoteReply(Reply):
         frame: wire.Frame
         if error is None:
             try:
-                frame = wire.Answer("answer", self._id, wire.encode_value(value))
-            except Exception as exc:
-                error = wire.WireError(f"reply cannot be encoded: {exc}")
+                body = self._node._encode(value, "")
+                frame = wire.Answer("answer", self._id, body)
+            except wire.WireError as exc:
+                error = wire.WireError(f"reply cannot be sent: {exc}")
         if error is not None:
-            frame = wire.Fault("fault", self._id, type(error).__name__, str(error))
+            message = str(error)[:_FAULT_MESSAGE]
+            frame = wire.Fault("fault", self._id, type(error).__name__, message)
         self._node.post(self._peer, frame)
 
 
@@ -237,28 +241,51 @@ class Node:
         return list(self._peers)
 
     async def wait_for_peer(self, name: str, timeout: float = 10.0) -> None:
-        """Wait until a link to node ``name`` is open."""
+        """Wait until a link to node ``name`` is open; ``trio.TooSlowError`` past
+        ``timeout`` seconds."""
         with trio.fail_after(timeout):
             while name not in self._peers:
                 await self._peers_changed.wait()
 
+    async def wait_for_peer_lost(self, name: str, timeout: float = 10.0) -> None:
+        """Wait until no link to node ``name`` is open (returns at once if none is)."""
+        with trio.fail_after(timeout):
+            while name in self._peers:
+                await self._peers_changed.wait()
+
+    @property
+    def max_frame(self) -> int:
+        """The largest link message this node sends or accepts."""
+        return int(getattr(self.transport, "max_frame", DEFAULT_MAX_FRAME))
+
+    def _encode(self, value: Any, target: str) -> bytes:
+        """A message's body, checked to fit one link message, in the sender's task."""
+        body = wire.encode_value(value)
+        room = self.max_frame - wire.FRAME_OVERHEAD - 4 * len(target)
+        if len(body) > room:
+            raise wire.WireError(
+                f"a {type(value).__qualname__} of {len(body)} encoded bytes does not fit a "
+                f"link message (max_frame {self.max_frame})"
+            )
+        return body
+
     async def send_remote_tell(self, node: str, target: str, message: Any) -> None:
         peer = self._peer(node)
-        await self._send(peer, wire.Tell("tell", target, wire.encode_value(message)))
+        await self._send(peer, wire.Tell("tell", target, self._encode(message, target)))
 
     async def send_remote_ask(
         self, node: str, target: str, message: Any, timeout: float | None
     ) -> Any:
         peer = self._peer(node)
-        ask_id = next(self._ids)
+        frame = wire.Ask("ask", next(self._ids), target, self._encode(message, target))
         reply = LocalReply()
-        peer.pending[ask_id] = reply
+        peer.pending[frame.id] = reply
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout):
-                await self._send(peer, wire.Ask("ask", ask_id, target, wire.encode_value(message)))
+                await self._send(peer, frame)
                 return await reply.wait()
         finally:
-            peer.pending.pop(ask_id, None)
+            peer.pending.pop(frame.id, None)
         raise AskTimeoutError(f"no reply from {target!r}@{node!r} within {timeout}s")
 
     def _peer(self, node: str) -> _Peer:
@@ -330,13 +357,30 @@ class Node:
         self._peers_changed = trio.Event()
 
     async def _write(self, peer: _Peer, outbox: trio.MemoryReceiveChannel[wire.Frame]) -> None:
-        async for frame in outbox:
+        """Send queued frames, as many per link message as are waiting and fit in one."""
+        limit = self.max_frame
+        carried: wire.Frame | None = None
+        while True:
+            if carried is None:
+                try:
+                    frame = await outbox.receive()
+                except trio.EndOfChannel:
+                    return
+            else:
+                frame, carried = carried, None
             batch = [frame]
+            size = wire.frame_size(frame)
             while len(batch) < _BATCH:
                 try:
-                    batch.append(outbox.receive_nowait())
-                except trio.WouldBlock:
+                    frame = outbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
+                frame_size = wire.frame_size(frame)
+                if size + frame_size > limit:
+                    carried = frame  # opens the next batch
+                    break
+                batch.append(frame)
+                size += frame_size
             await peer.link.send(wire.encode_frames(batch))
 
     async def _read(self, peer: _Peer) -> None:

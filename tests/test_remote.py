@@ -1,0 +1,471 @@
+"""Nodes linked over real websockets on 127.0.0.1.
+
+Asks and tells across nodes (in one process, and to a peer process), refused peers,
+malformed and oversized frames, messages that cannot cross a link, and peers that die: a
+real subprocess killed with SIGKILL, or frozen with SIGSTOP so only the heartbeat notices.
+Sockets are real, so there is no ``autojump_clock`` here; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import msgpack
+import pytest
+import trio
+
+from actors import (
+    Actor,
+    ActorCrashedError,
+    ActorNotFoundError,
+    AskTimeoutError,
+    Node,
+    PeerLostError,
+    wire,
+)
+from actors.runtime import RemoteRef
+from transports import HandshakeError, LinkClosed, WebSocketTransport
+
+SECRET = "remote test secret"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@attrs.frozen
+class Add:
+    value: int
+
+
+@attrs.frozen
+class Total:
+    pass
+
+
+@attrs.frozen
+class Blob:
+    data: bytes
+
+
+@attrs.frozen
+class Crash:
+    pass
+
+
+@attrs.frozen
+class Nap:
+    seconds: float
+
+
+@attrs.frozen
+class Weird:
+    """Asks for a reply that cannot be encoded."""
+
+
+@attrs.frozen
+class Summary:
+    values: list[int]
+    blob_bytes: int
+
+
+class Counter(Actor[Add | Total | Blob | Crash | Nap | Weird]):
+    def __init__(self) -> None:
+        self.values: list[int] = []
+        self.blob_bytes = 0
+
+    async def receive(self, message: Add | Total | Blob | Crash | Nap | Weird) -> Any:
+        if isinstance(message, Add):
+            self.values.append(message.value)
+        elif isinstance(message, Blob):
+            self.blob_bytes += len(message.data)
+        elif isinstance(message, Crash):
+            raise RuntimeError("counter crashed")
+        elif isinstance(message, Nap):
+            await trio.sleep(message.seconds)
+        elif isinstance(message, Weird):
+            return object()
+        else:
+            return Summary(list(self.values), self.blob_bytes)
+        return None
+
+
+# Messages shared with the peer process, registered under tags both sides use.
+@attrs.frozen
+class Echo:
+    text: str
+
+
+@attrs.frozen
+class Hold:
+    """The peer prints "holding" and never answers."""
+
+
+wire.register(Echo, "test-remote.Echo")
+wire.register(Hold, "test-remote.Hold")
+
+PEER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from typing import Any
+
+    import attrs
+    import trio
+
+    from actors import Actor, Node, wire
+
+
+    @attrs.frozen
+    class Echo:
+        text: str
+
+
+    @attrs.frozen
+    class Hold:
+        pass
+
+
+    wire.register(Echo, "test-remote.Echo")
+    wire.register(Hold, "test-remote.Hold")
+
+
+    class Holder(Actor[Echo | Hold]):
+        async def receive(self, message: Echo | Hold) -> Any:
+            if isinstance(message, Hold):
+                print("holding", flush=True)
+                await trio.sleep_forever()
+            return Echo(message.text.upper())
+
+
+    async def main() -> None:
+        mode, secret = sys.argv[1], sys.argv[2]
+        if mode == "listen":
+            options: dict[str, Any] = {"listen": "ws://127.0.0.1:0"}
+        else:
+            options = {"connect": [sys.argv[3]]}
+        async with Node.open("peer", secret=secret, **options) as node:
+            await node.spawn(Holder, name="holder")
+            print(node.address or "ready", flush=True)
+            await trio.sleep_forever()
+
+
+    trio.run(main)
+    """
+)
+
+
+class Lines:
+    """Reads a subprocess's stdout line by line."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = b""
+
+    async def next(self) -> str:
+        while b"\n" not in self._buffer:
+            chunk = await self._stream.receive_some()
+            if not chunk:
+                raise EOFError("the peer process closed its stdout")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+
+@asynccontextmanager
+async def peer_process(*args: str) -> AsyncIterator[tuple[trio.Process, Lines]]:
+    """The peer script in a subprocess; killed (if still alive) and reaped on exit."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", PEER_SCRIPT, *args], stdout=subprocess.PIPE, cwd=ROOT
+    )
+    assert process.stdout is not None
+    try:
+        yield process, Lines(process.stdout)
+    finally:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+            await process.stdout.aclose()
+
+
+@asynccontextmanager
+async def linked_pair() -> AsyncIterator[tuple[Node, Node]]:
+    """A server node with a counter, and a client node linked to it over a websocket."""
+    async with Node.open("server", listen="ws://127.0.0.1:0", secret=SECRET) as server:
+        await server.spawn(Counter, name="counter")
+        assert server.address is not None
+        async with Node.open("client", connect=[server.address], secret=SECRET) as client:
+            await client.wait_for_peer("server", timeout=5)
+            await server.wait_for_peer("client", timeout=5)
+            yield server, client
+
+
+async def test_tell_and_ask_cross_node_both_ways() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            # The server is embedded in our nursery; the client uses Node.open.
+            server = Node("server", listen="ws://127.0.0.1:0", secret=SECRET)
+            await nursery.start(server.serve)
+            assert server.address is not None
+            assert server.address.startswith("ws://127.0.0.1:")
+            assert not server.address.endswith(":0")
+            await server.spawn(Counter, name="counter")
+            async with Node.open("client", connect=[server.address], secret=SECRET) as client:
+                await client.spawn(Counter, name="counter")
+                await client.wait_for_peer("server", timeout=5)
+                assert client.peers == ["server"]
+
+                ref = client.ref("counter", node="server")
+                assert isinstance(ref, RemoteRef)
+                for value in range(100):
+                    await ref.tell(Add(value))
+                # Tells and the ask travel in order on one link, so the ask sees them all.
+                assert await ref.ask(Total()) == Summary(list(range(100)), 0)
+
+                # The link carries asks the other way too, to an actor of the same name.
+                await server.wait_for_peer("client", timeout=5)
+                back = server.ref("counter", node="client")
+                await back.tell(Add(7))
+                assert await back.ask(Total()) == Summary([7], 0)
+                assert await ref.ask(Total()) == Summary(list(range(100)), 0)
+            nursery.cancel_scope.cancel()
+
+
+async def test_remote_errors_reach_the_asker(caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (_, client):
+            ref = client.ref("counter", node="server")
+            await ref.tell(Add(1))
+            with pytest.raises(ActorCrashedError, match="counter crashed"):
+                await ref.ask(Crash())
+            # The supervisor restarted the counter with fresh state; the link is unharmed.
+            assert await ref.ask(Total()) == Summary([], 0)
+
+            with pytest.raises(ActorNotFoundError, match="nobody"):
+                await client.ref("nobody", node="server").ask(Total())
+            with pytest.raises(PeerLostError, match="elsewhere"):
+                await client.ref("counter", node="elsewhere").ask(Total())
+            with pytest.raises(PeerLostError, match="elsewhere"):
+                await client.ref("counter", node="elsewhere").tell(Add(1))
+
+            # A ref that knows the type refuses at the sender; an untyped one at the far end.
+            typed = client.ref("counter", node="server", message_type=(Add, Total))
+            with pytest.raises(TypeError, match="accepts"):
+                await typed.tell(Echo("no"))
+            untyped = client.ref("counter", node="server")
+            with pytest.raises(TypeError, match="accepts"):
+                await untyped.ask(Echo("no"))
+            with caplog.at_level(logging.WARNING, logger="actors.node"):
+                await untyped.tell(Echo("dropped"))
+                assert await untyped.ask(Total()) == Summary([], 0)  # the tell went first
+            assert any("dropped tell" in record.getMessage() for record in caplog.records)
+
+            with pytest.raises(AskTimeoutError):
+                await ref.ask(Nap(5), timeout=0.2)
+
+
+async def test_values_that_cannot_cross_fail_at_the_sender_and_spare_the_link() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (_, client):
+            ref: Any = client.ref("counter", node="server")
+            with pytest.raises(wire.WireError, match="object"):
+                await ref.tell(object())
+            with pytest.raises(wire.WireError, match="object"):
+                await ref.ask(object())
+            # A reply that cannot be encoded fails the ask, on the far side's link.
+            with pytest.raises(wire.WireError, match="reply cannot be sent"):
+                await ref.ask(Weird())
+            # One message bigger than a link message.
+            with pytest.raises(wire.WireError, match="does not fit"):
+                await ref.tell(Blob(b"x" * (client.max_frame + 1)))
+            assert await ref.ask(Total()) == Summary([], 0)
+            assert client.peers == ["server"]
+
+
+async def test_many_large_messages_are_batched_within_the_frame_limit() -> None:
+    # Each message fits a link message, but a batch of those waiting would not.
+    size, count = 200_000, 40
+    with trio.fail_after(10):
+        async with linked_pair() as (_, client):
+            ref = client.ref("counter", node="server")
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+
+                    async def send_blobs() -> None:
+                        for _ in range(count // 4):
+                            await ref.tell(Blob(b"y" * size))
+
+                    nursery.start_soon(send_blobs)
+            assert await ref.ask(Total()) == Summary([], size * count)
+
+
+async def test_node_with_an_open_link_shuts_down_promptly() -> None:
+    with trio.fail_after(10):
+        async with Node.open("server", listen="ws://127.0.0.1:0", secret=SECRET) as server:
+            assert server.address is not None
+            async with Node.open("client", connect=[server.address], secret=SECRET) as client:
+                await client.wait_for_peer("server", timeout=5)
+                await server.wait_for_peer("client", timeout=5)
+                start = trio.current_time()
+            # Both halves of the closing handshake ran: no waiting out a close timeout.
+            assert trio.current_time() - start < 0.5
+            await server.wait_for_peer_lost("client", timeout=1)
+
+
+async def test_wrong_secret_is_refused_and_the_node_keeps_serving() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (server, client):
+            assert server.address is not None
+            for secret in (b"wrong secret", None):
+                with pytest.raises(HandshakeError):
+                    async with WebSocketTransport("intruder", secret).connect(server.address):
+                        pytest.fail("the handshake must not succeed")  # pragma: no cover
+            assert "intruder" not in server.peers
+            ref = client.ref("counter", node="server")
+            await ref.tell(Add(1))
+            assert await ref.ask(Total()) == Summary([1], 0)
+
+
+def _frames(*frames: wire.Frame) -> bytes:
+    return wire.encode_frames(list(frames))
+
+
+MALFORMED = {
+    "not msgpack": b"\xc1\xc1",
+    "not a list": msgpack.packb({"kind": "tell"}),
+    "unknown kind": msgpack.packb([{"kind": "spawn", "target": "counter"}]),
+    "missing field": msgpack.packb([{"kind": "tell", "target": "counter"}]),
+    "wrong field type": msgpack.packb([{"kind": "ask", "id": "1", "target": "c", "body": b""}]),
+    "extra field": msgpack.packb(
+        [{"kind": "tell", "target": "counter", "body": b"", "spawn": True}]
+    ),
+}
+
+
+@pytest.mark.parametrize("payload", list(MALFORMED.values()), ids=list(MALFORMED))
+async def test_malformed_frame_closes_only_that_link(payload: bytes) -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (server, client):
+            assert server.address is not None
+            ref = client.ref("counter", node="server")
+            rogue = WebSocketTransport("rogue", SECRET.encode())
+            async with rogue.connect(server.address) as link:
+                await server.wait_for_peer("rogue", timeout=5)
+                await link.send(payload)
+                with pytest.raises(LinkClosed) as closed:
+                    await link.receive()
+                assert closed.value.code == 1007
+            await server.wait_for_peer_lost("rogue", timeout=5)
+            await ref.tell(Add(2))
+            assert await ref.ask(Total()) == Summary([2], 0)
+            assert server.peers == ["client"]
+
+
+async def test_oversized_frame_closes_only_that_link() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (server, client):
+            assert server.address is not None
+            rogue = WebSocketTransport("rogue", SECRET.encode(), max_frame=8 << 20)
+            async with rogue.connect(server.address) as link:
+                await server.wait_for_peer("rogue", timeout=5)
+                await link.send(b"z" * (server.max_frame + 1))
+                with pytest.raises(LinkClosed) as closed:
+                    await link.receive()
+                assert closed.value.code == 1009
+            await server.wait_for_peer_lost("rogue", timeout=5)
+            assert await client.ref("counter", node="server").ask(Total()) == Summary([], 0)
+
+
+async def test_a_bad_message_body_fails_that_ask_only() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (server, _):
+            assert server.address is not None
+            rogue = WebSocketTransport("rogue", SECRET.encode())
+            async with rogue.connect(server.address) as link:
+                unknown_tag = msgpack.packb(["no.such.Message", {}])
+                await link.send(_frames(wire.Ask("ask", 1, "counter", unknown_tag)))
+                (fault,) = wire.decode_frames(await link.receive())
+                assert isinstance(fault, wire.Fault)
+                assert (fault.id, fault.error) == (1, "WireError")
+                assert "no.such.Message" in fault.message
+                # Same link, a good ask: answered.
+                await link.send(_frames(wire.Ask("ask", 2, "counter", wire.encode_value(Total()))))
+                (answer,) = wire.decode_frames(await link.receive())
+                assert isinstance(answer, wire.Answer)
+                assert answer.id == 2
+                assert wire.decode_value(answer.body) == Summary([], 0)
+
+
+async def test_killed_peer_process_fails_asks_in_flight_and_later_tells() -> None:
+    with trio.fail_after(20):
+        async with peer_process("listen", SECRET) as (process, lines):
+            address = await lines.next()
+            assert address.startswith("ws://127.0.0.1:")
+            async with Node.open("client", connect=[address], secret=SECRET) as client:
+                await client.wait_for_peer("peer", timeout=10)
+                ref = client.ref("holder", node="peer")
+                assert await ref.ask(Echo("across processes")) == Echo("ACROSS PROCESSES")
+
+                failures: list[BaseException] = []
+                async with trio.open_nursery() as nursery:
+
+                    async def ask_and_record() -> None:
+                        try:
+                            await ref.ask(Hold(), timeout=60)
+                        except Exception as exc:
+                            failures.append(exc)
+
+                    nursery.start_soon(ask_and_record)
+                    assert await lines.next() == "holding"  # the ask is in the peer's hands
+                    nursery.start_soon(ask_and_record)  # waits in the peer's mailbox
+                    await ref.tell(Echo("queued behind the hold"))
+                    process.send_signal(signal.SIGKILL)
+                    with trio.fail_after(3):
+                        await client.wait_for_peer_lost("peer")
+                assert len(failures) == 2
+                assert all(isinstance(exc, PeerLostError) for exc in failures), failures
+                with pytest.raises(PeerLostError):
+                    await ref.tell(Echo("too late"))
+                with pytest.raises(PeerLostError):
+                    await ref.ask(Echo("too late"))
+            assert await process.wait() == -signal.SIGKILL
+
+
+async def test_frozen_peer_is_dropped_by_the_heartbeat() -> None:
+    # SIGSTOP keeps the peer's socket open: only missing pongs reveal it. The peer dials
+    # us this time, so the failure is seen on the serving side of the link.
+    transport = WebSocketTransport(
+        "server", SECRET.encode(), heartbeat_interval=0.1, heartbeat_timeout=0.3
+    )
+    with trio.fail_after(20):
+        async with Node.open(
+            "server", listen="ws://127.0.0.1:0", secret=SECRET, transport=transport
+        ) as server:
+            assert server.address is not None
+            async with peer_process("connect", SECRET, server.address) as (process, lines):
+                assert await lines.next() == "ready"
+                await server.wait_for_peer("peer", timeout=10)
+                ref = server.ref("holder", node="peer")
+                assert await ref.ask(Echo("hello")) == Echo("HELLO")
+                async with trio.open_nursery() as nursery:
+                    failures: list[BaseException] = []
+
+                    async def ask_and_record() -> None:
+                        try:
+                            await ref.ask(Echo("never answered"), timeout=60)
+                        except Exception as exc:
+                            failures.append(exc)
+
+                    process.send_signal(signal.SIGSTOP)
+                    nursery.start_soon(ask_and_record)
+                    with trio.fail_after(3):
+                        await server.wait_for_peer_lost("peer")
+                assert len(failures) == 1
+                assert isinstance(failures[0], PeerLostError)
+                with pytest.raises(PeerLostError):
+                    await ref.tell(Echo("too late"))
