@@ -1,0 +1,402 @@
+"""The scheduler: an actor that kicks tasks when their schedules come due.
+
+Theory of operation. The :class:`SchedulerActor` keeps, for every schedule of every
+source, the next *due time* (a wall-clock ``pendulum.DateTime`` computed by the schedule:
+cron, one-off time or interval). A timer task sleeps on trio's clock until the earliest
+due time (converted from the wall clock when it goes to sleep), then tells the actor
+``Tick``; the actor kicks what is due and the timer sleeps again. Nothing polls: a source
+change (``notify_changed``) wakes a watcher that tells the actor ``Reload``, and every
+message re-arms the timer. The timer also wakes every ``clock_check_interval`` seconds
+(60 by default) to notice a wall clock that jumped (suspend, NTP).
+
+For each due time the actor asks the schedule's source to ``claim`` it; only the
+scheduler whose claim succeeds runs ``pre_send``, kicks the task on the broker and runs
+``post_send``. So two schedulers reading one source kick each due time once. A cron or
+interval due time found more than ``max_schedule_drift`` seconds in the past (the
+scheduler was down or stalled) is skipped, not replayed; a schedule that asks for a
+larger drift gets each missed due time kicked once. One-off times fire once, also when
+already past.
+
+Errors are contained: a source whose ``startup`` or ``get_schedules`` raises is logged
+and retried every ``source_retry_interval`` seconds, keeping the schedules it last gave;
+a claim, hook or kick that raises is logged and skips that due time. The actor's state
+lives on the :class:`TaskiqScheduler`, so a restart by its supervisor continues with the
+same due times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import inspect
+import logging
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Self
+
+import attrs
+import pendulum
+import trio
+
+from .runtime import Actor, ActorRef, ChildSpec, Node, Supervisor, exponential_backoff
+from .schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
+from .tasks import AsyncKicker
+
+if TYPE_CHECKING:
+    from .broker import AsyncBroker
+
+__all__ = ["Inspect", "Reload", "SchedulerActor", "TaskiqScheduler", "Tick"]
+
+log = logging.getLogger("actors.scheduler")
+
+WallClock = Callable[[], pendulum.DateTime]
+
+
+# Messages ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Tick:
+    """The timer: something may be due."""
+
+
+@attrs.frozen
+class Reload:
+    """Source number ``index`` changed: read its schedules again."""
+
+    index: int
+
+
+@attrs.frozen
+class Inspect:
+    """Reply: ``{schedule_id: next due time or None}`` over every source."""
+
+
+SchedulerRequest = Tick | Reload | Inspect
+
+
+# State that survives a restart of the actor -------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Entry:
+    task: ScheduledTask
+    next_due: pendulum.DateTime | None
+
+
+@attrs.define(eq=False)
+class _SourceState:
+    source: ScheduleSource
+    started: bool = False
+    entries: dict[str, _Entry] = attrs.field(factory=dict)
+    #: trio times at which to retry a failed source, or to re-read it.
+    retry_at: float | None = None
+    refresh_at: float | None = None
+
+
+class SchedulerActor(Actor[SchedulerRequest]):
+    """Due times, claims and kicks for one :class:`TaskiqScheduler`."""
+
+    def __init__(self, scheduler: TaskiqScheduler) -> None:
+        self.scheduler = scheduler
+        self.sources = scheduler._sources
+        self._rearm = trio.Event()
+
+    async def started(self) -> None:
+        for index in range(len(self.sources)):
+            self.nursery.start_soon(self._watch, index)
+            await self._load(index)
+        self.nursery.start_soon(self._timer)
+
+    async def receive(self, message: SchedulerRequest) -> Any:
+        answer: Any = None
+        if isinstance(message, Tick):
+            await self._tick()
+        elif isinstance(message, Reload):
+            await self._load(message.index)
+        else:
+            answer = {
+                schedule_id: entry.next_due
+                for state in self.sources
+                for schedule_id, entry in state.entries.items()
+            }
+        self._rearm.set()
+        return answer
+
+    # Loading sources -------------------------------------------------------------------
+
+    async def _load(self, index: int) -> None:
+        state = self.sources[index]
+        source = state.source
+        try:
+            if not state.started:
+                await source.startup()
+                state.started = True
+            schedules = await source.get_schedules()
+        except Exception:
+            retry = self.scheduler.source_retry_interval
+            log.exception("schedule source %r failed; retrying in %ss", source, retry)
+            state.retry_at = trio.current_time() + retry
+            return
+        state.retry_at = None
+        if source.refresh_interval is not None:
+            state.refresh_at = trio.current_time() + source.refresh_interval
+        now = self.scheduler.wall_clock()
+        entries: dict[str, _Entry] = {}
+        for task in schedules:
+            if task.schedule_id in entries:
+                log.warning("source %r: duplicate schedule id %r", source, task.schedule_id)
+            old = state.entries.get(task.schedule_id)
+            if old is not None and old.task == task:
+                entries[task.schedule_id] = old
+                continue
+            try:
+                # No backlog before now unless the schedule asks for one.
+                first = task.first_due(now, task.max_schedule_drift or 0.0)
+            except ValueError as exc:
+                log.error("schedule %r of %r: %s", task.schedule_id, task.task_name, exc)
+                continue
+            entries[task.schedule_id] = _Entry(task, first)
+        state.entries = entries
+
+    async def _watch(self, index: int) -> None:
+        source = self.sources[index].source
+        while True:
+            await source.changed_event().wait()
+            await self.ref.tell(Reload(index))
+
+    # Time ------------------------------------------------------------------------------
+
+    def _drift(self, task: ScheduledTask) -> float:
+        drift = task.max_schedule_drift
+        return self.scheduler.max_schedule_drift if drift is None else drift
+
+    def _deadline(self) -> float:
+        """The trio time of the next thing to do."""
+        now = trio.current_time()
+        wall = self.scheduler.wall_clock()
+        check = self.scheduler.clock_check_interval
+        deadline = math.inf if check is None else now + check
+        for state in self.sources:
+            for at in (state.retry_at, state.refresh_at):
+                if at is not None:
+                    deadline = min(deadline, at)
+            for entry in state.entries.values():
+                if entry.next_due is not None:
+                    wait = (entry.next_due - wall).total_seconds()
+                    deadline = min(deadline, now + max(0.0, wait))
+        return deadline
+
+    async def _timer(self) -> None:
+        while True:
+            with trio.move_on_at(self._deadline()):
+                await self._rearm.wait()
+            if not self._rearm.is_set():
+                await self.ref.tell(Tick())
+                await self._rearm.wait()
+            self._rearm = trio.Event()
+
+    async def _tick(self) -> None:
+        now_trio = trio.current_time()
+        for index, state in enumerate(self.sources):
+            if (state.retry_at is not None and state.retry_at <= now_trio) or (
+                state.refresh_at is not None and state.refresh_at <= now_trio
+            ):
+                await self._load(index)
+        now = self.scheduler.wall_clock()
+        while True:
+            found = self._earliest_due(now)
+            if found is None:
+                return
+            state, entry = found
+            await self._advance(state, entry, now)
+
+    def _earliest_due(self, now: dt.datetime) -> tuple[_SourceState, _Entry] | None:
+        best: tuple[_SourceState, _Entry] | None = None
+        best_due = now
+        for state in self.sources:
+            for entry in state.entries.values():
+                due = entry.next_due
+                if due is not None and (due < best_due or (best is None and due == best_due)):
+                    best, best_due = (state, entry), due
+        return best
+
+    async def _advance(self, state: _SourceState, entry: _Entry, now: dt.datetime) -> None:
+        """Handle the entry's next due time (fire or skip it) and compute the one after."""
+        task, due = entry.task, entry.next_due
+        assert due is not None
+        drift = self._drift(task)
+        try:
+            if not task.one_off and due < now - dt.timedelta(seconds=drift):
+                entry.next_due = task.first_due(now, drift)
+                log.warning(
+                    "schedule %r of %r: skipped due times from %s to before %s "
+                    "(more than %ss late)",
+                    task.schedule_id,
+                    task.task_name,
+                    due,
+                    entry.next_due,
+                    drift,
+                )
+                return
+            entry.next_due = task.next_due(due)
+        except ValueError as exc:
+            log.error("schedule %r of %r: %s", task.schedule_id, task.task_name, exc)
+            entry.next_due = None
+            return
+        await self._fire(state.source, task, due)
+
+    async def _fire(self, source: ScheduleSource, task: ScheduledTask, due: dt.datetime) -> None:
+        try:
+            if not await source.claim(task, due):
+                log.debug("schedule %r due %s was claimed elsewhere", task.schedule_id, due)
+                return
+            await _maybe_await(source.pre_send(task))
+        except ScheduledTaskCancelledError:
+            log.info("schedule %r due %s cancelled by its source", task.schedule_id, due)
+            return
+        except Exception:
+            log.exception("schedule %r due %s: source %r failed", task.schedule_id, due, source)
+            return
+        try:
+            labels = {**task.labels, "schedule_id": task.schedule_id}
+            kicker: AsyncKicker[Any, Any] = AsyncKicker(
+                task.task_name, self.scheduler.broker, labels
+            )
+            await kicker.kiq(*task.args, **task.kwargs)
+        except Exception:
+            log.exception("schedule %r due %s: kicking %r failed", task.schedule_id, due, task)
+            return
+        self.scheduler.kicked += 1
+        try:
+            await _maybe_await(source.post_send(task))
+        except Exception:
+            log.exception("schedule %r: post_send of %r failed", task.schedule_id, source)
+
+
+async def _maybe_await(value: Any) -> Any:
+    """taskiq lets source hooks be sync or async."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class TaskiqScheduler:
+    """Kicks tasks on ``broker`` when schedules from ``sources`` come due.
+
+    ``async with scheduler:`` runs the scheduler actor (under its own supervisor) for the
+    block, beside ``async with broker:``; ``await scheduler.run()`` runs it until
+    cancelled. ``startup()``/``shutdown()`` are the taskiq-style pair.
+
+    ``wall_clock`` returns the current time (``pendulum``); by default the broker's
+    ``wall_clock`` if it has one, else ``pendulum.now("UTC")``. Tests inject one that
+    follows trio's clock. ``max_schedule_drift`` (seconds) is the default bound on how late
+    a due time may still be kicked. ``node`` runs the actor on an existing node instead of
+    a node of its own.
+    """
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        sources: Sequence[ScheduleSource],
+        *,
+        wall_clock: WallClock | None = None,
+        max_schedule_drift: float = 1.0,
+        clock_check_interval: float | None = 60.0,
+        source_retry_interval: float = 5.0,
+        node: Node | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.broker = broker
+        self.sources = list(sources)
+        if wall_clock is None:
+            wall_clock = getattr(broker, "wall_clock", None) or (lambda: pendulum.now("UTC"))
+        self.wall_clock: WallClock = wall_clock
+        self.max_schedule_drift = max_schedule_drift
+        self.clock_check_interval = clock_check_interval
+        self.source_retry_interval = source_retry_interval
+        self.name = name or f"scheduler-{uuid.uuid4().hex[:8]}"
+        #: How many tasks this scheduler has kicked.
+        self.kicked = 0
+        self._node = node
+        self._sources = [_SourceState(source) for source in self.sources]
+        self._actor_name = f"{self.name}.actor"
+        self._running_on: Node | None = None
+        self._running: contextlib.AsyncExitStack | None = None
+
+    def attach(self, node: Node) -> Self:
+        """Run the scheduler actor on ``node`` (embedding in your own actor system)."""
+        self._node = node
+        return self
+
+    @property
+    def ref(self) -> ActorRef[SchedulerRequest]:
+        """The scheduler actor's address (its current incarnation)."""
+        if self._running_on is None:
+            raise RuntimeError("the scheduler is not running: use `async with scheduler:`")
+        return self._running_on.ref(self._actor_name)
+
+    async def __aenter__(self) -> Self:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    async def startup(self) -> None:
+        """Start the actor: sources are started and read before this returns."""
+        if self._running is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            node = self._node
+            if node is None:
+                node = await stack.enter_async_context(Node.open(self.name))
+            stack.push_async_callback(self._shutdown_sources)
+            actor_name = self._actor_name
+
+            def supervisor() -> Supervisor:
+                return Supervisor(
+                    [ChildSpec(actor_name, lambda: SchedulerActor(self))],
+                    max_restarts=5,
+                    within=10.0,
+                    backoff=exponential_backoff(0.1, 5.0),
+                )
+
+            await node.spawn_supervisor(supervisor, name=self.name)
+            stack.push_async_callback(node.root.stop_child, self.name)
+            self._running_on = node
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._running = stack
+
+    async def shutdown(self) -> None:
+        """Stop the actor, then shut the sources down."""
+        stack, self._running = self._running, None
+        self._running_on = None
+        if stack is not None:
+            await stack.aclose()
+
+    async def run(self) -> NoReturn:
+        """Run until cancelled (what ``actors scheduler MODULE:SCHEDULER`` calls)."""
+        async with self:
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def next_due_times(self) -> dict[str, pendulum.DateTime | None]:
+        """``{schedule_id: next due time}`` as the actor sees it now (None: no more)."""
+        answer = await self.ref.ask(Inspect())
+        assert isinstance(answer, dict)
+        return answer
+
+    async def _shutdown_sources(self) -> None:
+        for state in self._sources:
+            if state.started:
+                state.started = False
+                try:
+                    await state.source.shutdown()
+                except Exception:
+                    log.exception("schedule source %r failed to shut down", state.source)
