@@ -19,6 +19,9 @@ from actors import (
     ResultGetError,
     TaskAbortedError,
     TaskExpiredError,
+    TaskiqMessage,
+    TaskiqMiddleware,
+    TaskiqResult,
     TaskStatus,
 )
 
@@ -522,3 +525,35 @@ def test_random_kicks_aborts_and_dependencies_never_lose_a_task(ops: list[Op], s
             assert set(results) == {h.task_id for h in handles}
 
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+class CrashOnce(TaskiqMiddleware):
+    """A buggy middleware: its first post_execute raises, which crashes the worker."""
+
+    def __init__(self) -> None:
+        self.crashed = False
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("middleware bug")
+
+
+async def test_a_crashed_worker_is_restarted_and_its_tasks_delivered_again() -> None:
+    broker = InMemoryBroker().with_middlewares(CrashOnce())
+    attempts: list[str] = []
+
+    @broker.task
+    async def survives() -> int:
+        attempts.append("run")
+        return len(attempts)
+
+    @broker.task
+    async def bystander() -> str:
+        return "fine"
+
+    async with broker:
+        with trio.fail_after(5):
+            result = await (await survives.kiq()).wait_result()
+            assert await (await bystander.kiq()) == "fine"
+    assert (result.return_value, result.tries) == (2, 2)  # at least once: it ran again
