@@ -803,6 +803,8 @@ class InMemoryBroker(AsyncBroker):
             if await backend.is_result_ready(task_id):
                 return await backend.get_result(task_id)
         result = await store.ask(WaitResult(task_id))
+        if isinstance(result, ResultGetError):
+            raise result
         assert isinstance(result, TaskiqResult)
         return result
 

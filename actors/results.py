@@ -33,8 +33,12 @@ class ResultStore(Actor[StoreRequest]):
 
     mailbox_size = 4096
 
-    def __init__(self, backend: AsyncResultBackend[Any]) -> None:
+    def __init__(self, backend: AsyncResultBackend[Any], remember: int = 10_000) -> None:
         self.backend = backend
+        # Ids of results stored lately: a waiter for one the backend no longer has (evicted,
+        # expired, or a backend that keeps nothing) gets an error instead of waiting forever.
+        self._stored: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._remember = remember
         self._waiters: dict[str, list[Reply]] = collections.defaultdict(list)
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
@@ -65,15 +69,20 @@ class ResultStore(Actor[StoreRequest]):
             log.exception("result backend failed to store the result of %s", task_id)
         for reply in self._waiters.pop(task_id, ()):
             reply.resolve(result)
+        self._stored[task_id] = None
+        if len(self._stored) > self._remember:
+            self._stored.popitem(last=False)
         if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
 
-    async def _wait(self, task_id: str) -> TaskiqResult[Any] | None:
+    async def _wait(self, task_id: str) -> TaskiqResult[Any] | ResultGetError | None:
         if await self._ready(task_id):
             result = await self._get(task_id)
             if isinstance(result, TaskiqResult):
                 return result
+        if task_id in self._stored:
+            return ResultGetError(f"the result of {task_id} was stored but is gone (evicted?)")
         reply = self.defer_reply()
         if reply is not None:
             self._waiters[task_id].append(reply)

@@ -530,6 +530,23 @@ async def test_dummy_backend_still_pushes_to_present_waiters() -> None:
         assert not await handle.is_ready()
         with pytest.raises(ResultGetError):
             await handle.get_result()
+        with pytest.raises(ResultGetError, match="gone"):
+            await handle.wait_result()  # a late waiter is told, it does not hang
+
+
+async def test_waiting_for_an_evicted_result_is_an_error_not_a_hang() -> None:
+    broker = InMemoryBroker(max_stored_results=2, max_async_tasks=1)
+
+    @broker.task
+    async def value(x: int) -> int:
+        return x
+
+    async with broker:
+        handles = [await value.kiq(x) for x in range(4)]
+        await broker.wait_all()
+        assert [await handle for handle in handles[2:]] == [2, 3]
+        with trio.fail_after(5), pytest.raises(ResultGetError, match="gone"):
+            await handles[0].wait_result()
 
 
 class DictBackend(AsyncResultBackend[Any]):
