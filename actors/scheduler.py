@@ -11,11 +11,14 @@ message re-arms the timer. The timer also wakes every ``clock_check_interval`` s
 
 For each due time the actor asks the schedule's source to ``claim`` it; only the
 scheduler whose claim succeeds runs ``pre_send``, kicks the task on the broker and runs
-``post_send``. So two schedulers reading one source kick each due time once. A cron or
-interval due time found more than ``max_schedule_drift`` seconds in the past (the
-scheduler was down or stalled) is skipped, not replayed; a schedule that asks for a
-larger drift gets each missed due time kicked once. One-off times fire once, also when
-already past.
+``post_send``. So two schedulers reading one source kick each due time once.
+
+Backlogs: a schedule the actor has not seen yet starts at its first due time from now;
+one with ``max_schedule_drift`` resumes after its last claimed due time instead (the
+source remembers it), kicking each missed due time once, at most that far back. While
+running, a due time reached more than ``max_schedule_drift`` late (the schedule's, else
+the scheduler's default of 1 second) is skipped, not kicked. One-off times fire once,
+also when already past.
 
 Errors are contained: a source whose ``startup`` or ``get_schedules`` raises is logged
 and retried every ``source_retry_interval`` seconds, keeping the schedules it last gave;
@@ -152,13 +155,34 @@ class SchedulerActor(Actor[SchedulerRequest]):
                 entries[task.schedule_id] = old
                 continue
             try:
-                # No backlog before now unless the schedule asks for one.
-                first = task.first_due(now, task.max_schedule_drift or 0.0)
+                first = await self._first_due(source, task, now)
             except ValueError as exc:
                 log.error("schedule %r of %r: %s", task.schedule_id, task.task_name, exc)
                 continue
             entries[task.schedule_id] = _Entry(task, first)
         state.entries = entries
+
+    async def _first_due(
+        self, source: ScheduleSource, task: ScheduledTask, now: dt.datetime
+    ) -> pendulum.DateTime | None:
+        """Where a schedule the actor has not seen yet starts.
+
+        A one-off: its time, unless already claimed. Otherwise the first due time at or
+        after now, except that a schedule with ``max_schedule_drift`` resumes after its
+        last claimed due time, at most that far back: the backlog it asked for.
+        """
+        try:
+            last = await source.last_claim(task)
+        except Exception:
+            log.exception("source %r: reading the last claim of %r failed", source, task)
+            last = None
+        if task.time is not None:
+            return None if last is not None and last >= task.time else task.time
+        drift = task.max_schedule_drift
+        if last is None or not drift:
+            return task.first_due(now, 0.0)
+        floor = now - dt.timedelta(seconds=drift) - dt.timedelta(microseconds=1)
+        return task.next_due(max(last, floor))
 
     async def _watch(self, index: int) -> None:
         source = self.sources[index].source

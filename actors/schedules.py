@@ -29,7 +29,7 @@ import datetime as dt
 import math
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -97,6 +97,14 @@ def _time(value: dt.datetime | str | None) -> pendulum.DateTime | None:
     return pendulum.instance(value)
 
 
+def _as_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+def _as_list(value: Iterable[Any]) -> list[Any]:
+    return list(value)
+
+
 def _offset(value: str | dt.timedelta | None) -> str | dt.timedelta | None:
     if isinstance(value, dt.timedelta) and type(value) is not dt.timedelta:
         # pendulum.Duration redefines arithmetic; keep a plain, comparable timedelta.
@@ -141,16 +149,19 @@ class ScheduledTask:
       interval since the Unix epoch, so every scheduler agrees on them: an interval of 10
       fires at :00, :10, :20 ... of each minute.
 
-    ``max_schedule_drift`` (seconds): how late a cron or interval due time may be kicked.
-    A due time further in the past when the scheduler gets to it (it was down, or busy)
-    is skipped, not replayed. None means the scheduler's default (1 second); a large
-    value asks for a backlog to be replayed, each missed due time once.
+    ``max_schedule_drift`` (seconds) bounds how late a cron or interval due time may be
+    kicked. A scheduler that starts never reaches back before now for a schedule without
+    one; a schedule with one resumes after its last claimed due time and gets each due
+    time missed while no scheduler ran kicked once, as far back as the bound (a backlog
+    it asked for). While running, a due time the scheduler gets to later than the bound
+    (it stalled, the wall clock jumped) is skipped; None means the scheduler's default
+    there (1 second).
     """
 
     task_name: str
-    labels: dict[str, Any] = attrs.field(factory=dict, converter=dict)
-    args: list[Any] = attrs.field(factory=list, converter=list)
-    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=dict)
+    labels: dict[str, Any] = attrs.field(factory=dict, converter=_as_dict)
+    args: list[Any] = attrs.field(factory=list, converter=_as_list)
+    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_as_dict)
     schedule_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
     cron: str | None = None
     cron_offset: str | dt.timedelta | None = attrs.field(default=None, converter=_offset)
@@ -269,6 +280,13 @@ class ScheduleSource(ABC):
             return False
         marks[task.schedule_id] = micros
         return True
+
+    async def last_claim(self, task: ScheduledTask) -> pendulum.DateTime | None:
+        """The last due time of ``task`` claimed so far (None if none), from which a
+        scheduler that starts resumes: missed due times after it are replayed within
+        the schedule's ``max_schedule_drift``."""
+        micros = self.__dict__.get("_claim_marks", {}).get(task.schedule_id)
+        return None if micros is None else from_micros(micros)
 
     # Change notification ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import time as _time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import pendulum
 import trio
 
 from actors.schedules import (
@@ -28,6 +29,7 @@ from actors.schedules import (
     CronSpec,
     ScheduledTask,
     ScheduleSource,
+    from_micros,
     to_micros,
 )
 from actors.serializers import JSONSerializer, TaskiqSerializer
@@ -291,3 +293,11 @@ class SqliteScheduleSource(ScheduleSource):
         micros = to_micros(due)
         cursor = await self._run(lambda conn: conn.execute(_CLAIM, (task.schedule_id, micros)))
         return cursor.rowcount == 1
+
+    async def last_claim(self, task: ScheduledTask) -> pendulum.DateTime | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT last_due FROM schedule_claims WHERE schedule_id = ?", (task.schedule_id,)
+            ).fetchone()
+        )
+        return None if row is None else from_micros(int(row[0]))
