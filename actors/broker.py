@@ -97,6 +97,10 @@ class _WorkerSlot:
         return self.capacity - len(self.running)
 
 
+def _free_credit(item: tuple[str, _WorkerSlot]) -> int:
+    return item[1].free
+
+
 @attrs.define(eq=False)
 class BrokerState:
     """What survives a restart of the broker actor."""
@@ -258,7 +262,7 @@ class BrokerActor(Actor[BrokerRequest]):
         queue = self.queue
         workers = self.state.workers
         while workers and queue.has_ready():
-            slot = max(workers.values(), key=lambda slot: slot.free)
+            worker_id, slot = max(workers.items(), key=_free_credit)
             if slot.free <= 0:
                 return
             record = queue.pop_ready()
@@ -268,7 +272,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 continue
             record.move(Phase.RUNNING)
             record.tries += 1
-            record.worker_id = next(name for name, s in workers.items() if s is slot)
+            record.worker_id = worker_id
             slot.running.add(record.task_id)
             await slot.ref.tell(Run(record.message, record.tries, record.enqueue_time))
 
