@@ -317,6 +317,47 @@ async def test_node_with_an_open_link_shuts_down_promptly() -> None:
             await server.wait_for_peer_lost("client", timeout=1)
 
 
+async def test_a_dropped_link_is_redialled_and_old_refs_work_again() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            first = Node("server", listen="ws://127.0.0.1:0", secret=SECRET)
+            first_scope = trio.CancelScope()
+
+            async def run_first(*, task_status: trio.TaskStatus[Node]) -> None:
+                with first_scope:
+                    await first.serve(task_status=task_status)
+
+            await nursery.start(run_first)
+            await first.spawn(Counter, name="counter")
+            address = first.address
+            assert address is not None
+            async with Node.open(
+                "client", connect=[address], secret=SECRET, reconnect_backoff=(0.05, 0.2)
+            ) as client:
+                await client.wait_for_peer("server", timeout=5)
+                ref = client.ref("counter", node="server")
+                await ref.tell(Add(1))
+                assert await ref.ask(Total()) == Summary([1], 0)
+
+                first_scope.cancel()  # the server node goes away...
+                await client.wait_for_peer_lost("server", timeout=5)
+                with pytest.raises(PeerLostError):
+                    await ref.ask(Total())
+                # ...and a new one comes up at the same address: the client redials.
+                async with Node.open("server", listen=address, secret=SECRET) as second:
+                    await second.spawn(Counter, name="counter")
+                    await client.wait_for_peer("server", timeout=5)
+                    assert await ref.ask(Total()) == Summary([], 0)
+
+
+async def test_a_transport_must_carry_its_nodes_name_and_secret() -> None:
+    with pytest.raises(ValueError, match="named 'other'"):
+        Node("node", transport=WebSocketTransport("other"))
+    with pytest.raises(ValueError, match="secret"):
+        Node("node", secret="one", transport=WebSocketTransport("node", b"two"))
+    Node("node", secret="same", transport=WebSocketTransport("node", b"same"))
+
+
 async def test_wrong_secret_is_refused_and_the_node_keeps_serving() -> None:
     with trio.fail_after(10):
         async with linked_pair() as (server, client):

@@ -90,7 +90,26 @@ class _RemoteReply(Reply):
 
 
 class Node:
-    """One process's actor system: a root supervisor, a registry, and peer links."""
+    """One process's actor system: a root supervisor, a registry, and peer links.
+
+    Args:
+        name: How peers address this node (``node.ref(actor, node=name)``); unique in a
+            cluster.
+        listen: Accept links here: ``ws://HOST:PORT`` (port 0 picks a free one; see
+            :attr:`address`), ``wss://...`` (needs a transport with an ``ssl_context``) or
+            ``local://NAME`` (in-process).
+        connect: Addresses to dial, and redial with ``reconnect_backoff`` whenever the
+            link drops.
+        secret: The cluster's shared secret; it never crosses the wire. None means an
+            open cluster where every peer also has none.
+        transport: Links are made by this transport instead of one chosen from the
+            scheme of ``listen`` (or the first ``connect``). Its ``name`` and ``secret``
+            are the node's; one transport serves every link of the node.
+        shutdown_timeout: How long each actor's ``stopped()`` hook may take at the end.
+        reconnect_backoff: ``(first, maximum)`` seconds between redials, doubling.
+        root: The root supervisor (default: ``one_for_one``, at most 10 restarts a
+            second). If it gives up, :meth:`serve` raises its ``SupervisorFailedError``.
+    """
 
     def __init__(
         self,
@@ -108,6 +127,14 @@ class Node:
         self.listen = listen
         self.connect = list(connect)
         self.secret = secret.encode() if isinstance(secret, str) else secret
+        if transport is not None and getattr(transport, "name", name) != name:
+            # Peers know a node by the name its transport announces in the handshake.
+            raise ValueError(
+                f"transport {transport!r} is named {getattr(transport, 'name', None)!r}, "
+                f"not {name!r} like its node"
+            )
+        if secret is not None and getattr(transport, "secret", self.secret) != self.secret:
+            raise ValueError("the node's secret differs from its transport's")
         self._transport = transport
         self.shutdown_timeout = shutdown_timeout
         self.reconnect_backoff = reconnect_backoff
@@ -132,8 +159,13 @@ class Node:
         secret: bytes | str | None = None,
         transport: Transport | None = None,
         shutdown_timeout: float = 5.0,
+        reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        root: Supervisor | None = None,
     ) -> AsyncIterator[Node]:
-        """Run a node for the block; on exit every actor and link ends."""
+        """Run a node for the block; on exit every actor and link ends.
+
+        The arguments are :class:`Node`'s.
+        """
         node = cls(
             name,
             listen=listen,
@@ -141,6 +173,8 @@ class Node:
             secret=secret,
             transport=transport,
             shutdown_timeout=shutdown_timeout,
+            reconnect_backoff=reconnect_backoff,
+            root=root,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(node.serve)
