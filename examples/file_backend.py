@@ -98,7 +98,7 @@ broker = InMemoryBroker()
 
 @broker.task
 async def divide(a: float, b: float) -> dict[str, float]:
-    await trio.sleep(0.05)  # long enough for the client to be waiting already
+    await trio.sleep(0.2)  # long enough for the client to be waiting already
     return {"quotient": a / b}
 
 
