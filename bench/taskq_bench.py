@@ -165,8 +165,8 @@ def main() -> None:
     for row in rows:
         print(line(row))
     print()
-    print("Results are kept (max_stored_results=-1) and pushed to waiters (no polling);")
-    print("W3 runs with max_async_tasks=100.")
+    print("Every result is kept (max_stored_results=-1). Ours pushes results to waiters")
+    print("(no polling) and runs W3 with max_async_tasks=100.")
     if "taskiq" in brokers:
         print("taskiq's wait_result polls: check_interval=0.001 except in the default-poll")
         print("row. Its InMemoryBroker does not apply max_async_tasks, so its W3 task body")
