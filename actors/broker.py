@@ -28,6 +28,8 @@ from .exceptions import (
     BrokerError,
     DependencyFailedError,
     ResultGetError,
+    SendTaskError,
+    SerializationError,
     SharedBrokerSendTaskError,
     TaskAbortedError,
     TaskExpiredError,
@@ -644,7 +646,10 @@ class AsyncBroker:
         if labels.get("unique"):
             arguments = self.serializer.dumpb([message.args, message.kwargs])
             labels["unique_key"] = unique_key(message.task_name, arguments)
-        broker_message = self.formatter.dumps(message)
+        try:
+            broker_message = self.formatter.dumps(message)
+        except SerializationError as exc:
+            raise SendTaskError(str(exc)) from exc  # taskiq's error for a failed kick
         task_id = await self.kick(broker_message)
         for middleware in self.middlewares:
             await maybe_await(middleware.post_send(message))

@@ -62,7 +62,9 @@ _STATUS = {
 
 #: Every allowed move; the broker asserts each one it makes.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.WAITING: frozenset({Phase.SCHEDULED, Phase.QUEUED, Phase.DONE, Phase.ABORTED}),
+    Phase.WAITING: frozenset(
+        {Phase.SCHEDULED, Phase.QUEUED, Phase.DONE, Phase.ABORTED, Phase.EXPIRED}
+    ),
     Phase.SCHEDULED: frozenset({Phase.QUEUED, Phase.ABORTED, Phase.EXPIRED}),
     Phase.QUEUED: frozenset({Phase.RUNNING, Phase.ABORTED, Phase.EXPIRED}),
     Phase.RUNNING: frozenset({Phase.DONE, Phase.ABORTED, Phase.QUEUED, Phase.SCHEDULED}),

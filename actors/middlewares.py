@@ -79,7 +79,7 @@ class SimpleRetryMiddleware(TaskiqMiddleware):
         self.default_retry_label = default_retry_label
         self.no_result_on_retry = no_result_on_retry
 
-    def delay(self, retries: int) -> float:
+    def delay(self, labels: dict[str, Any], retries: int) -> float:
         """Seconds to wait before retry number ``retries`` (1-based)."""
         return 0.0
 
@@ -92,14 +92,16 @@ class SimpleRetryMiddleware(TaskiqMiddleware):
         if not _truthy(labels.get("retry_on_error", self.default_retry_label)):
             return
         retries = int(labels.get(RETRIES_LABEL, 0)) + 1
-        if retries > int(labels.get("max_retries", self.default_retry_count)):
+        # As taskiq counts: ``max_retries`` bounds the runs, the first one included.
+        if retries >= int(labels.get("max_retries", self.default_retry_count)):
             return
-        request_rerun(self.delay(retries), {**labels, RETRIES_LABEL: retries})
+        request_rerun(self.delay(labels, retries), {**labels, RETRIES_LABEL: retries})
 
 
 class SmartRetryMiddleware(SimpleRetryMiddleware):
-    """Retries with a delay the broker really waits: ``default_delay``, optionally doubled
-    per retry (capped at ``max_delay_exponent`` seconds) and with up to a second of jitter."""
+    """Retries with a delay the broker really waits: ``default_delay`` (or the task's
+    ``delay`` label), optionally times the retry number (capped at ``max_delay_exponent``
+    seconds), plus up to a second of jitter."""
 
     def __init__(
         self,
@@ -117,10 +119,12 @@ class SmartRetryMiddleware(SimpleRetryMiddleware):
         self.use_delay_exponent = use_delay_exponent
         self.max_delay_exponent = max_delay_exponent
 
-    def delay(self, retries: int) -> float:
-        delay = self.default_delay
+    def delay(self, labels: dict[str, Any], retries: int) -> float:
+        # taskiq's formula: a ``delay`` label overrides the default, and the "exponent"
+        # grows the delay with the retry number, capped.
+        delay = float(labels.get("delay", self.default_delay))
         if self.use_delay_exponent:
-            delay = min(delay * 2 ** (retries - 1), self.max_delay_exponent)
+            delay = min(delay * retries, self.max_delay_exponent)
         if self.use_jitter:
             delay += random.uniform(0, 1)
         return delay

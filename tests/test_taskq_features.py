@@ -557,3 +557,22 @@ async def test_a_crashed_worker_is_restarted_and_its_tasks_delivered_again() -> 
             result = await (await survives.kiq()).wait_result()
             assert await (await bystander.kiq()) == "fine"
     assert (result.return_value, result.tries) == (2, 2)  # at least once: it ran again
+
+
+async def test_expire_applies_while_waiting_for_a_dependency(
+    broker: InMemoryBroker, autojump_clock: Any
+) -> None:
+    gate = Gate(broker)
+
+    @broker.task
+    async def child() -> None:
+        pass
+
+    parent = await gate.occupy()
+    dependent = await child.kicker().after(parent).with_labels(expire=1).kiq()
+    start = trio.current_time()
+    result = await dependent.wait_result()
+    assert isinstance(result.error, TaskExpiredError)
+    assert trio.current_time() - start == pytest.approx(1)
+    gate.release.set()
+    assert await parent == "released"
