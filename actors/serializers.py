@@ -132,6 +132,11 @@ def _from_plain(data: dict[Any, Any]) -> Any:
     return data
 
 
+# Built once: ``json.dumps``/``loads`` with options build a new encoder/decoder per call.
+_json_encoder = json.JSONEncoder(default=_to_plain, ensure_ascii=False, separators=(",", ":"))
+_json_decoder = json.JSONDecoder(object_hook=_from_plain)
+
+
 class JSONSerializer(TaskiqSerializer):
     """UTF-8 JSON via the standard library (the default; see the module docstring)."""
 
@@ -139,7 +144,7 @@ class JSONSerializer(TaskiqSerializer):
 
     def dumpb(self, value: Any) -> bytes:
         try:
-            text = json.dumps(value, default=_to_plain, ensure_ascii=False, separators=(",", ":"))
+            text = _json_encoder.encode(value)
         except SerializationError:
             raise
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -148,7 +153,7 @@ class JSONSerializer(TaskiqSerializer):
 
     def loadb(self, data: bytes) -> Any:
         try:
-            return json.loads(data, object_hook=_from_plain)
+            return _json_decoder.decode(data.decode())
         except (ValueError, TypeError, RecursionError) as exc:  # includes JSONDecodeError
             raise SerializationError(f"Cannot deserialize JSON: {exc}") from exc
 
