@@ -58,7 +58,7 @@ from .protocol import (
     WorkerRequest,
 )
 from .queue import TaskQueue, TaskRecord
-from .result import TaskiqMessage, TaskiqResult
+from .result import TaskiqMessage, TaskiqResult, utc_now
 from .results import ResultStore
 from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
@@ -733,7 +733,7 @@ class InMemoryBroker(AsyncBroker):
         self.propagate_exceptions = propagate_exceptions
         self.await_inplace = await_inplace
         self.worker_count = workers
-        self.wall_clock: WallClock = wall_clock or (lambda: pendulum.now("UTC"))
+        self.wall_clock: WallClock = wall_clock or utc_now
         self._node = node
         self._state = BrokerState()
         self._broker_ref: ActorRef[BrokerRequest] | None = None

@@ -21,6 +21,7 @@ import pendulum
 
 from .lifecycle import Phase, check_transition
 from .protocol import BrokerMessage
+from .result import utc_now
 
 __all__ = ["TaskQueue", "TaskRecord"]
 
@@ -39,7 +40,7 @@ class TaskRecord:
     waiting_on: set[str] = attrs.field(factory=set)
     dependents: list[str] = attrs.field(factory=list)
     unique_key: str | None = None
-    enqueue_time: pendulum.DateTime = attrs.field(factory=lambda: pendulum.now("UTC"))
+    enqueue_time: pendulum.DateTime = attrs.field(factory=utc_now)
     worker_id: str | None = None
     abort_requested: bool = False
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pendulum
 import trio
 
 from .context import Context, RunControl, current_run, request_rerun
@@ -39,7 +38,7 @@ from .protocol import (
     WorkerReady,
     WorkerRequest,
 )
-from .result import TaskiqMessage, TaskiqResult
+from .result import TaskiqMessage, TaskiqResult, utc_now
 from .runtime import Actor, ActorRef
 
 if TYPE_CHECKING:
@@ -140,7 +139,7 @@ class WorkerActor(Actor[WorkerRequest]):
     async def _execute(self, run: Run) -> TaskiqResult[Any] | None:
         """Run one task; None when no result is to be stored (``NoResultError``)."""
         broker = self.broker
-        start_time = pendulum.now("UTC")
+        start_time = utc_now()
         started = time.perf_counter()
         message: TaskiqMessage | None = None
         error: BaseException | None = None
@@ -158,7 +157,7 @@ class WorkerActor(Actor[WorkerRequest]):
             return None
         except Exception as exc:
             error = exc
-        finish_time = pendulum.now("UTC")
+        finish_time = utc_now()
         labels = dict(run.message.labels)
         if error is None and returned_tuple:
             labels[RETURNED_TUPLE] = True  # so ``then`` unpacks it, as streaq does
