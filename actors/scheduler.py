@@ -145,7 +145,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
         state.retry_at = None
         if source.refresh_interval is not None:
             state.refresh_at = trio.current_time() + source.refresh_interval
-        now = self.scheduler.wall_clock()
+        now = self.scheduler.now()
         entries: dict[str, _Entry] = {}
         for task in schedules:
             if task.schedule_id in entries:
@@ -177,7 +177,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
             log.exception("source %r: reading the last claim of %r failed", source, task)
             last = None
         if task.time is not None:
-            return None if last is not None and last >= task.time else task.time
+            return None if last is not None and last >= task.time else task.first_due(now, 0.0)
         drift = task.max_schedule_drift
         if last is None or not drift:
             return task.first_due(now, 0.0)
@@ -199,7 +199,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
     def _deadline(self) -> float:
         """The trio time of the next thing to do."""
         now = trio.current_time()
-        wall = self.scheduler.wall_clock()
+        wall = self.scheduler.now()
         check = self.scheduler.clock_check_interval
         deadline = math.inf if check is None else now + check
         for state in self.sources:
@@ -228,7 +228,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
                 state.refresh_at is not None and state.refresh_at <= now_trio
             ):
                 await self._load(index)
-        now = self.scheduler.wall_clock()
+        now = self.scheduler.now()
         while True:
             found = self._earliest_due(now)
             if found is None:
@@ -284,7 +284,11 @@ class SchedulerActor(Actor[SchedulerRequest]):
             log.exception("schedule %r due %s: source %r failed", task.schedule_id, due, source)
             return
         try:
-            labels = {**task.labels, "schedule_id": task.schedule_id}
+            labels = {
+                **task.labels,
+                "schedule_id": task.schedule_id,
+                "schedule_due": pendulum.instance(due).in_tz("UTC").isoformat(),
+            }
             kicker: AsyncKicker[Any, Any] = AsyncKicker(
                 task.task_name, self.scheduler.broker, labels
             )
@@ -348,6 +352,10 @@ class TaskiqScheduler:
         self._actor_name = f"{self.name}.actor"
         self._running_on: Node | None = None
         self._running: contextlib.AsyncExitStack | None = None
+
+    def now(self) -> pendulum.DateTime:
+        """The wall clock, in UTC (the scheduler compares every time in UTC)."""
+        return pendulum.instance(self.wall_clock()).in_tz("UTC")
 
     def attach(self, node: Node) -> Self:
         """Run the scheduler actor on ``node`` (embedding in your own actor system)."""

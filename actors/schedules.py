@@ -191,20 +191,24 @@ class ScheduledTask:
     # Due times -------------------------------------------------------------------------
 
     def next_due(self, after: dt.datetime) -> pendulum.DateTime | None:
-        """The first due time strictly after ``after`` (None once a one-off is past)."""
+        """The first due time strictly after ``after`` (None once a one-off is past).
+
+        Due times are in UTC: an ambiguous local time (the repeated hour of an autumn
+        change) never equals a time in another zone, so the scheduler compares in UTC.
+        """
         if self.time is not None:
-            return self.time if self.time > after else None
+            return self.time.in_tz("UTC") if to_micros(self.time) > to_micros(after) else None
         if self.interval is not None:
             step = round(self.interval * 1_000_000) or 1
             return from_micros((to_micros(after) // step + 1) * step)
         assert self.cron is not None
-        return _cron.next_fire(self.cron, after, self.cron_offset)
+        return _cron.next_fire(self.cron, after, self.cron_offset).in_tz("UTC")
 
     def first_due(self, now: dt.datetime, drift: float) -> pendulum.DateTime | None:
         """Where a scheduler starts: a one-off's time (even if past); otherwise the first
-        due time at or after ``now - drift``."""
+        due time at or after ``now - drift``. In UTC."""
         if self.time is not None:
-            return self.time
+            return self.time.in_tz("UTC")
         return self.next_due(now - dt.timedelta(seconds=drift) - _MICROSECOND)
 
     # Storage ---------------------------------------------------------------------------
