@@ -16,9 +16,9 @@ scheduler whose claim succeeds runs ``pre_send``, kicks the task on the broker a
 Backlogs: a schedule the actor has not seen yet starts at its first due time from now;
 one with ``max_schedule_drift`` resumes after its last claimed due time instead (the
 source remembers it), kicking each missed due time once, at most that far back. While
-running, a due time reached more than ``max_schedule_drift`` late (the schedule's, else
-the scheduler's default of 1 second) is skipped, not kicked. One-off times fire once,
-also when already past.
+running, a due time reached more than ``max_schedule_drift`` late (the scheduler's, 1
+second by default, or the schedule's if larger) is skipped, not kicked. One-off times
+fire once, also when already past.
 
 Errors are contained: a source whose ``startup`` or ``get_schedules`` raises is logged
 and retried every ``source_retry_interval`` seconds, keeping the schedules it last gave;
@@ -193,8 +193,9 @@ class SchedulerActor(Actor[SchedulerRequest]):
     # Time ------------------------------------------------------------------------------
 
     def _drift(self, task: ScheduledTask) -> float:
-        drift = task.max_schedule_drift
-        return self.scheduler.max_schedule_drift if drift is None else drift
+        """How late a due time may be kicked while running: the scheduler's bound, or the
+        schedule's own if larger (a real scheduler always wakes a little late)."""
+        return max(self.scheduler.max_schedule_drift, task.max_schedule_drift or 0.0)
 
     def _deadline(self) -> float:
         """The trio time of the next thing to do."""
@@ -319,9 +320,11 @@ class TaskiqScheduler:
 
     ``wall_clock`` returns the current time (``pendulum``); by default the broker's
     ``wall_clock`` if it has one, else ``pendulum.now("UTC")``. Tests inject one that
-    follows trio's clock. ``max_schedule_drift`` (seconds) is the default bound on how late
-    a due time may still be kicked. ``node`` runs the actor on an existing node instead of
-    a node of its own.
+    follows trio's clock. ``max_schedule_drift`` (seconds) bounds how late a due time may
+    still be kicked while running (a schedule's own ``max_schedule_drift`` extends it).
+    ``clock_check_interval`` caps each sleep, to notice wall-clock jumps (None: no cap);
+    a failing source is retried every ``source_retry_interval`` seconds. ``node`` runs the
+    actor on an existing node instead of a node of its own.
     """
 
     def __init__(

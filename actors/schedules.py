@@ -154,8 +154,8 @@ class ScheduledTask:
     one; a schedule with one resumes after its last claimed due time and gets each due
     time missed while no scheduler ran kicked once, as far back as the bound (a backlog
     it asked for). While running, a due time the scheduler gets to later than the bound
-    (it stalled, the wall clock jumped) is skipped; None means the scheduler's default
-    there (1 second).
+    (it stalled, the wall clock jumped) is skipped; there the scheduler's own bound (1
+    second by default) applies when it is larger.
     """
 
     task_name: str

@@ -436,6 +436,27 @@ async def test_a_stalled_scheduler_skips_late_due_times(
     assert "skipped" in caplog.text
 
 
+async def test_a_zero_drift_schedule_still_fires_when_woken_late(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A real scheduler always wakes a little late; the scheduler's own bound applies."""
+    setup = Setup()
+    fast = setup.wall
+
+    def wall_one_percent_fast() -> pendulum.DateTime:
+        elapsed = (fast() - fast.start).total_seconds()
+        return fast.start + dt.timedelta(seconds=elapsed * 1.01)
+
+    setup.task("strict", crontab="* * * * *", max_schedule_drift=0)
+    scheduler = TaskiqScheduler(
+        setup.broker, [LabelScheduleSource(setup.broker)], wall_clock=wall_one_percent_fast
+    )
+    async with setup.broker, scheduler:
+        await trio.sleep(5 * 60 - 10)  # the wall clock reads 00:04:57 at the end
+    # Each minute is reached 0.6 s late; none is skipped.
+    assert setup.dues() == ["00:00:00", "00:01:00", "00:02:00", "00:03:00", "00:04:00"]
+
+
 # Daylight-saving changes through the scheduler ----------------------------------------
 
 
