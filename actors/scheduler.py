@@ -96,6 +96,8 @@ class _SourceState:
     #: trio times at which to retry a failed source, or to re-read it.
     retry_at: float | None = None
     refresh_at: float | None = None
+    #: A Reload is on its way: a burst of changes is read once, not once per change.
+    reload_pending: bool = False
 
 
 class SchedulerActor(Actor[SchedulerRequest]):
@@ -107,7 +109,8 @@ class SchedulerActor(Actor[SchedulerRequest]):
         self._rearm = trio.Event()
 
     async def started(self) -> None:
-        for index in range(len(self.sources)):
+        for index, state in enumerate(self.sources):
+            state.reload_pending = False
             self.nursery.start_soon(self._watch, index)
             await self._load(index)
         self.nursery.start_soon(self._timer)
@@ -117,6 +120,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
         if isinstance(message, Tick):
             await self._tick()
         elif isinstance(message, Reload):
+            self.sources[message.index].reload_pending = False
             await self._load(message.index)
         else:
             answer = {
@@ -185,10 +189,12 @@ class SchedulerActor(Actor[SchedulerRequest]):
         return task.next_due(max(last, floor))
 
     async def _watch(self, index: int) -> None:
-        source = self.sources[index].source
+        state = self.sources[index]
         while True:
-            await source.changed_event().wait()
-            await self.ref.tell(Reload(index))
+            await state.source.changed_event().wait()
+            if not state.reload_pending:
+                state.reload_pending = True
+                await self.ref.tell(Reload(index))
 
     # Time ------------------------------------------------------------------------------
 
@@ -383,6 +389,8 @@ class TaskiqScheduler:
         """Start the actor: sources are started and read before this returns."""
         if self._running is not None:
             return
+        # A fresh start: due times are computed again (from the sources' claims).
+        self._sources = [_SourceState(source) for source in self.sources]
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:

@@ -285,6 +285,41 @@ async def test_add_while_sleeping_wakes_the_scheduler(
     assert [run.arg for run in setup.runs] == ["minutely", "minutely", "noon"]
 
 
+async def test_a_burst_of_changes_is_read_once(autojump_clock: trio.testing.MockClock) -> None:
+    setup = Setup()
+    job = setup.task()
+
+    class Counting(InMemoryScheduleSource):
+        reads = 0
+
+        async def get_schedules(self) -> list[ScheduledTask]:
+            self.reads += 1
+            return await super().get_schedules()
+
+    source = Counting()
+    async with setup.broker, setup.scheduler([source]) as scheduler:
+        for minute in range(200):
+            await job.schedule_by_cron(source, f"{minute % 60} * * * *", minute)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(await scheduler.next_due_times()) == 200
+        assert source.reads <= 3
+        await trio.sleep(3599)
+    assert len(setup.runs) == 200
+
+
+async def test_the_same_scheduler_can_run_again(autojump_clock: trio.testing.MockClock) -> None:
+    setup = Setup()
+    setup.task("tick", crontab="* * * * * *")
+    scheduler = setup.scheduler([LabelScheduleSource(setup.broker)])
+    async with setup.broker:
+        async with scheduler:
+            await trio.sleep(1.5)
+        await trio.sleep(60)  # stopped: nothing runs, and nothing is replayed later
+        async with scheduler:  # from 00:01:01.5 to 00:01:03.2
+            await trio.sleep(1.7)
+    assert setup.dues() == ["00:00:00", "00:00:01", "00:01:02", "00:01:03"]
+
+
 # Exactly once -------------------------------------------------------------------------
 
 
