@@ -44,7 +44,7 @@ import trio
 
 from .runtime import Actor, ActorRef, ChildSpec, Node, Supervisor, exponential_backoff
 from .schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
-from .tasks import AsyncKicker
+from .tasks import AsyncKicker, AsyncTaskiqDecoratedTask
 
 if TYPE_CHECKING:
     from .broker import AsyncBroker
@@ -181,7 +181,8 @@ class SchedulerActor(Actor[SchedulerRequest]):
             log.exception("source %r: reading the last claim of %r failed", source, task)
             last = None
         if task.time is not None:
-            return None if last is not None and last >= task.time else task.first_due(now, 0.0)
+            first = task.first_due(now, 0.0)  # the time, in UTC
+            return None if first is None or (last is not None and last >= first) else first
         drift = task.max_schedule_drift
         if last is None or not drift:
             return task.first_due(now, 0.0)
@@ -434,6 +435,25 @@ class TaskiqScheduler:
         answer = await self.ref.ask(Inspect())
         assert isinstance(answer, dict)
         return answer
+
+    async def unschedule(self, target: str | AsyncTaskiqDecoratedTask[Any, Any]) -> int:
+        """Delete a schedule by id, or every schedule of a task, from every source that
+        holds it (streaq's ``unschedule``); returns how many were deleted.
+
+        ``await scheduler.unschedule(nightly)`` also stops a ``crontab=`` or ``schedule=``
+        label of ``nightly`` (for the life of that ``LabelScheduleSource``).
+        """
+        deleted = 0
+        for source in self.sources:
+            for schedule in await source.get_schedules():
+                if isinstance(target, str):
+                    wanted = schedule.schedule_id == target
+                else:
+                    wanted = schedule.task_name == target.task_name
+                if wanted:
+                    await source.delete_schedule(schedule.schedule_id)
+                    deleted += 1
+        return deleted
 
     async def _shutdown_sources(self) -> None:
         for state in self._sources:

@@ -320,6 +320,29 @@ async def test_the_same_scheduler_can_run_again(autojump_clock: trio.testing.Moc
     assert setup.dues() == ["00:00:00", "00:00:01", "00:01:02", "00:01:03"]
 
 
+async def test_scheduler_unschedule_by_task_or_id(autojump_clock: trio.testing.MockClock) -> None:
+    """streaq's unschedule: stop a task's crontab label, or one schedule by id."""
+    setup = Setup()
+    cron_job = setup.task("cron_job", crontab="* * * * * *")
+    other = setup.task("other")
+    source = InMemoryScheduleSource()
+    keep = await other.schedule_by_cron(source, "* * * * * *", "keep")
+    drop = await other.schedule_by_cron(source, "* * * * * *", "drop")
+    scheduler = setup.scheduler([LabelScheduleSource(setup.broker), source])
+    async with setup.broker, scheduler:
+        await trio.sleep(1.5)
+        assert await scheduler.unschedule(cron_job) == 1
+        assert await scheduler.unschedule(drop.schedule_id) == 1
+        assert await scheduler.unschedule("no such schedule") == 0
+        await trio.sleep(3)
+    assert setup.dues("cron_job") == ["00:00:00", "00:00:01"]
+    assert [_short(run.at) for run in setup.runs if run.arg == "drop"].count("00:00:02") == 0
+    assert sorted(_short(run.at) for run in setup.runs if run.arg == "keep") == [
+        f"00:00:0{second}" for second in range(5)
+    ]
+    assert [s.schedule_id for s in await source.get_schedules()] == [keep.schedule_id]
+
+
 # Exactly once -------------------------------------------------------------------------
 
 
