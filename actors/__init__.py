@@ -6,6 +6,11 @@ from .backends.results import (
     InmemoryResultBackend as InmemoryResultBackend,
     SqliteResultBackend as SqliteResultBackend,
 )
+from .backends.schedules import (
+    InMemoryScheduleSource as InMemoryScheduleSource,
+    LabelScheduleSource as LabelScheduleSource,
+    SqliteScheduleSource as SqliteScheduleSource,
+)
 from .broker import (
     AsyncBroker as AsyncBroker,
     AsyncSharedBroker as AsyncSharedBroker,
@@ -64,6 +69,14 @@ from .runtime import (
     Supervisor as Supervisor,
     SupervisorFailedError as SupervisorFailedError,
     exponential_backoff as exponential_backoff,
+)
+from .scheduler import TaskiqScheduler as TaskiqScheduler
+from .schedules import (
+    CreatedSchedule as CreatedSchedule,
+    CronSpec as CronSpec,
+    ScheduledTask as ScheduledTask,
+    ScheduledTaskCancelledError as ScheduledTaskCancelledError,
+    ScheduleSource as ScheduleSource,
 )
 from .serializers import (
     JSONSerializer as JSONSerializer,

@@ -54,6 +54,13 @@ PROMISED = [
     "TaskTimeoutError",
     "TaskExpiredError",
     "DependencyFailedError",
+    "TaskiqScheduler",
+    "ScheduleSource",
+    "LabelScheduleSource",
+    "InMemoryScheduleSource",
+    "SqliteScheduleSource",
+    "CreatedSchedule",
+    "CronSpec",
 ]
 
 

@@ -1,8 +1,13 @@
-"""Storage behind the task queue's actors: result backends (and schedule sources)."""
+"""Storage behind the task queue's actors: result backends and schedule sources."""
 
 from actors.backends.results import (
     AsyncResultBackend as AsyncResultBackend,
     DummyResultBackend as DummyResultBackend,
     InmemoryResultBackend as InmemoryResultBackend,
     SqliteResultBackend as SqliteResultBackend,
+)
+from actors.backends.schedules import (
+    InMemoryScheduleSource as InMemoryScheduleSource,
+    LabelScheduleSource as LabelScheduleSource,
+    SqliteScheduleSource as SqliteScheduleSource,
 )
