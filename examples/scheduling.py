@@ -19,10 +19,13 @@ import argparse
 import pendulum
 import trio
 
-from actors import InMemoryBroker
-from actors.backends.schedules import InMemoryScheduleSource, LabelScheduleSource
-from actors.scheduler import TaskiqScheduler
-from actors.schedules import CronSpec
+from actors import (
+    CronSpec,
+    InMemoryBroker,
+    InMemoryScheduleSource,
+    LabelScheduleSource,
+    TaskiqScheduler,
+)
 
 broker = InMemoryBroker()
 
