@@ -131,7 +131,7 @@ class InlineSqliteScheduleSource(SqliteScheduleSource):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         await trio.lowlevel.checkpoint()
-        return fn(self._connection())
+        return fn(self._db.connection())
 
 
 @pytest.fixture

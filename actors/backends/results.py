@@ -27,6 +27,8 @@ from actors.exceptions import (
 from actors.result import TaskiqResult, TaskProgress, result_from_wire, result_to_wire
 from actors.serializers import JSONSerializer, TaskiqSerializer
 
+from .sqlite import SqliteFile, Synchronous
+
 __all__ = [
     "AsyncResultBackend",
     "DummyResultBackend",
@@ -216,46 +218,21 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
         *,
         serializer: TaskiqSerializer | None = None,
         result_ttl: float | None = None,
-        synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL",
+        synchronous: Synchronous = "NORMAL",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"invalid synchronous mode {synchronous!r}")
-        self.path = os.fspath(path)
+        self._db = SqliteFile(path, _SCHEMA, synchronous)
+        self.path = self._db.path
         self.serializer = serializer if serializer is not None else JSONSerializer()
         self.result_ttl = result_ttl
-        self._synchronous = synchronous
         self._clock = clock
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
         self._write_lock = trio.Lock()
         self._batch = _Batch()
         self._writes_since_purge = 0
 
-    # Everything below that touches self._conn runs in a worker thread under the limiter.
+    # The methods taking ``conn`` run in the database's worker thread.
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
-
-    def _commit(self, statements: Sequence[_Statement]) -> None:
-        conn = self._connection()
+    def _commit(self, conn: sqlite3.Connection, statements: Sequence[_Statement]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for sql, params in statements:
@@ -265,8 +242,7 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
             conn.execute("ROLLBACK")
             raise
 
-    def _purge(self) -> int:
-        conn = self._connection()
+    def _purge(self, conn: sqlite3.Connection) -> int:
         now = self._clock()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -278,8 +254,9 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
             raise
         return cur.rowcount
 
-    def _fetch(self, table: Literal["results", "progress"], task_id: str) -> bytes | None:
-        conn = self._connection()
+    def _fetch(
+        self, conn: sqlite3.Connection, table: Literal["results", "progress"], task_id: str
+    ) -> bytes | None:
         row = conn.execute(
             f"SELECT data, expires_at FROM {table} WHERE task_id = ?", (task_id,)
         ).fetchone()
@@ -291,14 +268,11 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
             return None
         return bytes(data)
 
-    async def _run(self, fn: Callable[[], _T]) -> _T:
-        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
-
     async def _flush(self) -> None:
         """Commit the open batch; the caller holds ``_write_lock``."""
         batch, self._batch = self._batch, _Batch()
         try:
-            await self._run(lambda: self._commit(batch.statements))
+            await self._db.run(lambda conn: self._commit(conn, batch.statements))
         except Exception as exc:  # _write raises it to every writer of the batch
             batch.error = exc
         except BaseException as exc:
@@ -328,7 +302,7 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
     async def startup(self) -> None:
         """Open (or create) the database and drop expired rows."""
         try:
-            await self._run(self._purge)
+            await self._db.run(self._purge)
         except sqlite3.Error as exc:
             raise ResultBackendError(f"Cannot open result store {self.path!r}: {exc}") from exc
 
@@ -340,13 +314,13 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
                 if batch.statements:
                     await self._flush()
             finally:
-                await self._run(self._close)
+                await self._db.close()
         if batch.error is not None:
             raise ResultBackendError(f"SQLite write failed: {batch.error}") from batch.error
 
     async def purge_expired(self) -> int:
         """Delete expired results and progress now; returns how many results went."""
-        return await self._run(self._purge)
+        return await self._db.run(self._purge)
 
     async def set_result(
         self, task_id: str, result: TaskiqResult[_ReturnT], *, ttl: float | None = None
@@ -369,14 +343,16 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
 
     async def is_result_ready(self, task_id: str) -> bool:
         try:
-            return await self._run(lambda: self._fetch("results", task_id)) is not None
+            return (
+                await self._db.run(lambda conn: self._fetch(conn, "results", task_id)) is not None
+            )
         except sqlite3.Error as exc:
             raise ResultIsReadyError(f"SQLite read failed: {exc}") from exc
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         """The stored result; a row that cannot be decoded gives an error result."""
         try:
-            data = await self._run(lambda: self._fetch("results", task_id))
+            data = await self._db.run(lambda conn: self._fetch(conn, "results", task_id))
         except sqlite3.Error as exc:
             raise ResultGetError(f"SQLite read failed: {exc}") from exc
         if data is None:
@@ -404,7 +380,7 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
     async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
         """The latest progress; None if there is none or it cannot be decoded."""
         try:
-            data = await self._run(lambda: self._fetch("progress", task_id))
+            data = await self._db.run(lambda conn: self._fetch(conn, "progress", task_id))
         except sqlite3.Error as exc:
             raise ResultGetError(f"SQLite read failed: {exc}") from exc
         if data is None:

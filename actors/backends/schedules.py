@@ -19,10 +19,9 @@ import os
 import sqlite3
 import time as _time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pendulum
-import trio
 
 from actors.schedules import (
     SCHEDULE_LABELS,
@@ -33,6 +32,8 @@ from actors.schedules import (
     to_micros,
 )
 from actors.serializers import JSONSerializer, TaskiqSerializer
+
+from .sqlite import SqliteFile, Synchronous
 
 if TYPE_CHECKING:
     from actors.broker import AsyncBroker
@@ -201,44 +202,18 @@ class SqliteScheduleSource(ScheduleSource):
         serializer: TaskiqSerializer | None = None,
         refresh_interval: float | None = 10.0,
         claim_retention: float = 7 * 86400.0,
-        synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL",
+        synchronous: Synchronous = "NORMAL",
         clock: Callable[[], float] = _time.time,
     ) -> None:
-        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"invalid synchronous mode {synchronous!r}")
-        self.path = os.fspath(path)
+        self._db = SqliteFile(path, _SCHEMA, synchronous)
+        self.path = self._db.path
         self.serializer = serializer if serializer is not None else JSONSerializer()
         self.refresh_interval = refresh_interval
         self.claim_retention = claim_retention
-        self._synchronous = synchronous
         self._clock = clock
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
-
-    # Everything that touches self._conn runs in a worker thread under the limiter.
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await trio.to_thread.run_sync(lambda: fn(self._connection()), limiter=self._limiter)
+        return await self._db.run(fn)
 
     async def startup(self) -> None:
         """Open (or create) the database and drop stale claims of deleted schedules."""
@@ -252,7 +227,7 @@ class SqliteScheduleSource(ScheduleSource):
         )
 
     async def shutdown(self) -> None:
-        await trio.to_thread.run_sync(self._close, limiter=self._limiter)
+        await self._db.close()
 
     async def get_schedules(self) -> list[ScheduledTask]:
         rows = await self._run(
