@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-from typing import Any
 
 import attrs
 import pendulum
@@ -143,10 +142,3 @@ class TaskQueue:
 
     def _push_timer(self, when: float, record: TaskRecord, kind: Phase) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), record, kind))
-
-    def snapshot(self) -> dict[str, Any]:
-        """Counts by phase, for logs and tests."""
-        counts: collections.Counter[str] = collections.Counter(
-            record.phase.value for record in self.records.values()
-        )
-        return dict(counts)
