@@ -19,7 +19,7 @@ import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import msgpack
 import trio
@@ -29,6 +29,7 @@ __all__ = [
     "Address",
     "HandshakeError",
     "Link",
+    "LinkBase",
     "LinkClosed",
     "LinkHandler",
     "LinkState",
@@ -99,6 +100,57 @@ class Link(Protocol):
 
 
 LinkHandler = Callable[[Link], Awaitable[None]]
+
+
+class LinkBase:
+    """What every transport's link shares: its name, its peer, its state machine, and
+    how it reports being closed. Subclasses provide ``receive``."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._peer = ""
+        self._state = LinkState.CONNECTING
+        self._closed: LinkClosed | None = None
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    async def receive(self) -> bytes:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive()
+        except LinkClosed as exc:
+            if exc.code in (1000, 1001):
+                raise StopAsyncIteration from None
+            raise
+
+    def _set_state(self, new: LinkState) -> None:
+        if new not in LINK_TRANSITIONS[self._state]:
+            raise RuntimeError(f"{self!r}: illegal transition to {new.value}")
+        self._state = new
+
+    def _closed_error(self) -> LinkClosed:
+        # A fresh exception each time: re-raising one instance would pile up tracebacks.
+        if self._closed is None:
+            return LinkClosed("link closed", 1006)
+        return LinkClosed(self._closed.reason, self._closed.code)
+
+    def _mark_closed(self, reason: str, code: int) -> bool:
+        if self._closed is not None:
+            return False
+        self._closed = LinkClosed(reason, code)
+        self._set_state(LinkState.CLOSED)
+        return True
 
 
 class Transport(Protocol):

@@ -19,9 +19,9 @@ import trio
 
 from .base import (
     DEFAULT_MAX_FRAME,
-    LINK_TRANSITIONS,
     Address,
     HandshakeError,
+    LinkBase,
     LinkClosed,
     LinkHandler,
     LinkState,
@@ -55,7 +55,7 @@ def _check_address(address: Address) -> str:
     return address.removeprefix(SCHEME)
 
 
-class LocalLink:
+class LocalLink(LinkBase):
     """One end of an in-process link.
 
     Each end owns the send side of the channel towards its peer and the receive side of
@@ -71,25 +71,14 @@ class LocalLink:
         inbox: trio.MemoryReceiveChannel[bytes],
         max_frame: int,
     ) -> None:
-        self._name = name
+        super().__init__(name)
         self._outbox = outbox
         self._inbox = inbox
         self._max_frame = max_frame
         self._other: LocalLink | None = None
-        self._peer = ""
-        self._state = LinkState.CONNECTING
-        self._closed: LinkClosed | None = None
 
     def __repr__(self) -> str:
         return f"<LocalLink {self._name}->{self._peer or '?'} {self._state.value}>"
-
-    @property
-    def peer(self) -> str:
-        return self._peer
-
-    @property
-    def state(self) -> LinkState:
-        return self._state
 
     async def send(self, frame: bytes) -> None:
         if self._closed is not None:
@@ -122,36 +111,7 @@ class LocalLink:
         self._shutdown(reason, code, drain=False)
         await trio.lowlevel.checkpoint()
 
-    def __aiter__(self) -> LocalLink:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.receive()
-        except LinkClosed as exc:
-            if exc.code in (1000, 1001):
-                raise StopAsyncIteration from None
-            raise
-
     # -- internals -------------------------------------------------------------------
-
-    def _set_state(self, new: LinkState) -> None:
-        if new not in LINK_TRANSITIONS[self._state]:
-            raise RuntimeError(f"{self!r}: illegal transition to {new.value}")
-        self._state = new
-
-    def _closed_error(self) -> LinkClosed:
-        # A fresh exception each time: re-raising one instance would pile up tracebacks.
-        if self._closed is None:
-            return LinkClosed("link closed", 1006)
-        return LinkClosed(self._closed.reason, self._closed.code)
-
-    def _mark_closed(self, reason: str, code: int) -> bool:
-        if self._closed is not None:
-            return False
-        self._closed = LinkClosed(reason, code)
-        self._set_state(LinkState.CLOSED)
-        return True
 
     def _shutdown(self, reason: str, code: int, *, drain: bool) -> None:
         """Close this end; with ``drain`` frames already queued for us stay readable."""

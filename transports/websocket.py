@@ -33,9 +33,9 @@ from wsproto.utilities import LocalProtocolError
 
 from .base import (
     DEFAULT_MAX_FRAME,
-    LINK_TRANSITIONS,
     Address,
     HandshakeError,
+    LinkBase,
     LinkClosed,
     LinkHandler,
     LinkState,
@@ -98,7 +98,7 @@ def _collapse_groups() -> Iterator[None]:
             lone.__context__ = context
 
 
-class WebSocketLink:
+class WebSocketLink(LinkBase):
     """One websocket connection after (and during) the handshake.
 
     Made by :meth:`WebSocketTransport.open_link`, which also runs its tasks.
@@ -107,26 +107,15 @@ class WebSocketLink:
     def __init__(
         self, ws: WebSocketConnection, *, name: str, max_frame: int, queue_size: int
     ) -> None:
+        super().__init__(name)
         self._ws = ws
-        self._name = name
         self._max_frame = max_frame
         self._inbox_send, self._inbox = trio.open_memory_channel[bytes](queue_size)
-        self._peer = ""
-        self._state = LinkState.CONNECTING
-        self._closed: LinkClosed | None = None
         self._close_done: trio.Event | None = None
 
     def __repr__(self) -> str:
         role = "client" if self._ws.is_client else "server"
         return f"<WebSocketLink {role} {self._name}->{self._peer or '?'} {self._state.value}>"
-
-    @property
-    def peer(self) -> str:
-        return self._peer
-
-    @property
-    def state(self) -> LinkState:
-        return self._state
 
     async def send(self, frame: bytes) -> None:
         if self._closed is not None:
@@ -164,36 +153,7 @@ class WebSocketLink:
         finally:
             self._close_done.set()
 
-    def __aiter__(self) -> WebSocketLink:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.receive()
-        except LinkClosed as exc:
-            if exc.code in (1000, 1001):
-                raise StopAsyncIteration from None
-            raise
-
     # -- internals -------------------------------------------------------------------
-
-    def _set_state(self, new: LinkState) -> None:
-        if new not in LINK_TRANSITIONS[self._state]:
-            raise RuntimeError(f"{self!r}: illegal transition to {new.value}")
-        self._state = new
-
-    def _closed_error(self) -> LinkClosed:
-        # A fresh exception each time: re-raising one instance would pile up tracebacks.
-        if self._closed is None:
-            return LinkClosed("link closed", 1006)
-        return LinkClosed(self._closed.reason, self._closed.code)
-
-    def _mark_closed(self, reason: str, code: int) -> bool:
-        if self._closed is not None:
-            return False
-        self._closed = LinkClosed(reason, code)
-        self._set_state(LinkState.CLOSED)
-        return True
 
     def _on_ws_closed(self, close: CloseReason | None) -> None:
         """The websocket closed under us: the peer closed, vanished, or trio-websocket
