@@ -16,10 +16,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, Self, runtime_checkable
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 import msgpack
 import trio
@@ -103,8 +104,11 @@ LinkHandler = Callable[[Link], Awaitable[None]]
 
 
 class LinkBase:
-    """What every transport's link shares: its name, its peer, its state machine, and
-    how it reports being closed. Subclasses provide ``receive``."""
+    """What every transport's link shares: its name, its peer, its state machine, the
+    handshake, and how it reports being closed. Subclasses provide the I/O methods."""
+
+    #: Each transport logs under its own module's name.
+    _logger: ClassVar[logging.Logger] = logging.getLogger(__name__)
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -120,7 +124,13 @@ class LinkBase:
     def state(self) -> LinkState:
         return self._state
 
+    async def send(self, frame: bytes) -> None:
+        raise NotImplementedError
+
     async def receive(self) -> bytes:
+        raise NotImplementedError
+
+    async def aclose(self, reason: str = "closed", code: int = 1000) -> None:
         raise NotImplementedError
 
     def __aiter__(self) -> Self:
@@ -151,6 +161,25 @@ class LinkBase:
         self._closed = LinkClosed(reason, code)
         self._set_state(LinkState.CLOSED)
         return True
+
+    async def _handshake(self, secret: bytes | None, timeout: float) -> None:
+        self._set_state(LinkState.HANDSHAKING)
+        try:
+            self._peer = await handshake(
+                self.send, self.receive, name=self._name, secret=secret, timeout=timeout
+            )
+        except HandshakeError as exc:
+            self._logger.warning("%r: handshake failed: %s (%d)", self, exc.reason, exc.code)
+            await self.aclose(exc.reason, exc.code)
+            raise
+        except LinkClosed as exc:
+            self._logger.warning("%r: peer closed the link during handshake: %s", self, exc.reason)
+            await self.aclose(exc.reason, exc.code)
+            raise HandshakeError(f"closed during handshake: {exc.reason}", exc.code) from exc
+        # The peer may already have closed after its last handshake frame: the link stays
+        # closed, and its user learns it from the first receive.
+        if self._state is LinkState.HANDSHAKING:
+            self._set_state(LinkState.OPEN)
 
 
 class Transport(Protocol):

@@ -20,12 +20,9 @@ import trio
 from .base import (
     DEFAULT_MAX_FRAME,
     Address,
-    HandshakeError,
     LinkBase,
     LinkClosed,
     LinkHandler,
-    LinkState,
-    handshake,
 )
 
 __all__ = ["LocalLink", "LocalTransport"]
@@ -62,6 +59,8 @@ class LocalLink(LinkBase):
     the channel from it. Closing an end closes both, so the peer's ``receive`` sees
     end-of-channel (after the frames already queued) and its ``send`` fails at once.
     """
+
+    _logger = logger
 
     def __init__(
         self,
@@ -132,25 +131,6 @@ class LocalLink(LinkBase):
         reason = f"frame of {size} bytes exceeds max_frame {self._max_frame}"
         logger.warning("%r: closing link (1009): %s", self, reason)
         self._shutdown(reason, 1009, drain=True)
-
-    async def _handshake(self, secret: bytes | None, timeout: float) -> None:
-        self._set_state(LinkState.HANDSHAKING)
-        try:
-            self._peer = await handshake(
-                self.send, self.receive, name=self._name, secret=secret, timeout=timeout
-            )
-        except HandshakeError as exc:
-            logger.warning("%r: handshake failed: %s (%d)", self, exc.reason, exc.code)
-            await self.aclose(exc.reason, exc.code)
-            raise
-        except LinkClosed as exc:
-            logger.warning("%r: peer closed the link during handshake: %s", self, exc.reason)
-            await self.aclose(exc.reason, exc.code)
-            raise HandshakeError(f"closed during handshake: {exc.reason}", exc.code) from exc
-        # The peer may already have closed after its last handshake frame: the link stays
-        # closed, and its user learns it from the first receive.
-        if self._state is LinkState.HANDSHAKING:
-            self._set_state(LinkState.OPEN)
 
 
 class LocalTransport:

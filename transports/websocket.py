@@ -34,12 +34,9 @@ from wsproto.utilities import LocalProtocolError
 from .base import (
     DEFAULT_MAX_FRAME,
     Address,
-    HandshakeError,
     LinkBase,
     LinkClosed,
     LinkHandler,
-    LinkState,
-    handshake,
 )
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
@@ -103,6 +100,8 @@ class WebSocketLink(LinkBase):
 
     Made by :meth:`WebSocketTransport.open_link`, which also runs its tasks.
     """
+
+    _logger = logger
 
     def __init__(
         self, ws: WebSocketConnection, *, name: str, max_frame: int, queue_size: int
@@ -199,25 +198,6 @@ class WebSocketLink(LinkBase):
                 logger.warning("%r: no pong within %ss; closing (1011)", self, timeout)
                 await self.aclose("heartbeat timeout", 1011)
                 return
-
-    async def _handshake(self, secret: bytes | None, timeout: float) -> None:
-        self._set_state(LinkState.HANDSHAKING)
-        try:
-            self._peer = await handshake(
-                self.send, self.receive, name=self._name, secret=secret, timeout=timeout
-            )
-        except HandshakeError as exc:
-            logger.warning("%r: handshake failed: %s (%d)", self, exc.reason, exc.code)
-            await self.aclose(exc.reason, exc.code)
-            raise
-        except LinkClosed as exc:
-            logger.warning("%r: peer closed the link during handshake: %s", self, exc.reason)
-            await self.aclose(exc.reason, exc.code)
-            raise HandshakeError(f"closed during handshake: {exc.reason}", exc.code) from exc
-        # The peer may already have closed after its last handshake frame: the link stays
-        # closed, and its user learns it from the first receive.
-        if self._state is LinkState.HANDSHAKING:
-            self._set_state(LinkState.OPEN)
 
 
 class WebSocketTransport:
