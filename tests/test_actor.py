@@ -90,6 +90,24 @@ async def test_full_mailbox_makes_tell_wait(autojump_clock: trio.abc.Clock) -> N
         assert await ref.ask(Get()) == [0, 1, 2, 3, 100]
 
 
+class SizedRecorder(Recorder):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.mailbox_size = size  # an instance may choose its bound (the worker does)
+
+
+async def test_an_instance_may_set_its_mailbox_size(autojump_clock: trio.abc.Clock) -> None:
+    async with Node.open("t") as node:
+        ref = await node.spawn(lambda: SizedRecorder(2))
+        await ref.tell(Slow(10))
+        await trio.lowlevel.checkpoint()
+        await ref.tell(Add(0))
+        await ref.tell(Add(1))
+        with trio.move_on_after(1) as scope:
+            await ref.tell(Add(2))
+        assert scope.cancelled_caught, "the third tell must wait: the bound is 2"
+
+
 async def test_ask_timeout(autojump_clock: trio.abc.Clock) -> None:
     async with Node.open("t") as node:
         ref = await node.spawn(Recorder)
