@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Self, TypeVar, overload
@@ -81,6 +82,11 @@ R = TypeVar("R")
 log = logging.getLogger("actors.broker")
 
 WallClock = Callable[[], pendulum.DateTime]
+
+
+def _random_id() -> str:
+    """A uuid4-sized random hex id, without building a ``UUID``."""
+    return os.urandom(16).hex()
 
 
 def unique_key(task_name: str, arguments: bytes) -> str:
@@ -165,7 +171,8 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = self._inspect(message.task_id)
         else:
             self._drain()
-        await self._dispatch()
+        if self.state.workers and self.queue.has_ready():
+            await self._dispatch()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and self.state.drains:
@@ -198,7 +205,7 @@ class BrokerActor(Actor[BrokerRequest]):
         expire = _seconds(labels.get("expire"))
         if expire is not None:
             record.expire_at = now + expire
-        ended = await self._link_dependencies(record)
+        ended = await self._link_dependencies(record) if "depends_on" in labels else None
         queue.add(record)
         if ended is None:
             queue.place(record, now)
@@ -285,7 +292,7 @@ class BrokerActor(Actor[BrokerRequest]):
             slot.running.discard(message.task_id)
         if record is None or record.phase is not Phase.RUNNING:
             return
-        aborts = self.state.aborts.pop(record.task_id, [])
+        aborts = self.state.aborts.pop(record.task_id, []) if self.state.aborts else []
         if message.outcome == "again" and not aborts:
             if message.labels is not None:
                 record.message = attrs.evolve(record.message, labels=message.labels)
@@ -295,7 +302,8 @@ class BrokerActor(Actor[BrokerRequest]):
             return
         if message.outcome == "done":
             self.queue.finish(record, Phase.DONE, succeeded=not message.is_err)
-            await self._release_dependents(record, succeeded=not message.is_err)
+            if record.dependents:
+                await self._release_dependents(record, succeeded=not message.is_err)
         else:
             await self._end(
                 record, Phase.ABORTED, TaskAbortedError(f"task {record.task_id} was aborted")
@@ -462,7 +470,7 @@ class AsyncBroker:
         task_id_generator: Callable[[], str] | None = None,
     ) -> None:
         self.result_backend: AsyncResultBackend[Any] = result_backend or DummyResultBackend()
-        self.id_generator: Callable[[], str] = task_id_generator or (lambda: uuid.uuid4().hex)
+        self.id_generator: Callable[[], str] = task_id_generator or _random_id
         self.middlewares: list[TaskiqMiddleware] = []
         self.serializer: TaskiqSerializer = JSONSerializer()
         self.formatter = TaskiqFormatter(self.serializer)
