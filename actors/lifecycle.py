@@ -41,6 +41,10 @@ class Phase(enum.Enum):
     ABORTED = "aborted"
     EXPIRED = "expired"
 
+    # Members are singletons compared by identity: hash them the same way (Enum's own
+    # hash is Python code, and the broker checks a transition at every move).
+    __hash__ = object.__hash__
+
     @property
     def status(self) -> TaskStatus:
         return _STATUS[self]
