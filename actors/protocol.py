@@ -120,7 +120,9 @@ WorkerRequest = Run | CancelRun
 
 @attrs.frozen
 class StoreResult:
-    """Store a result (a ``TaskiqResult``), push it to waiters, expire it after ``ttl``."""
+    """Store a result (a ``TaskiqResult``), push it to waiters, expire it after ``ttl``.
+
+    ``result`` None: the run ended on purpose without one (``NoResultError``)."""
 
     task_id: str
     result: Any

@@ -35,9 +35,10 @@ class ResultStore(Actor[StoreRequest]):
 
     def __init__(self, backend: AsyncResultBackend[Any], remember: int = 10_000) -> None:
         self.backend = backend
-        # Ids of results stored lately: a waiter for one the backend no longer has (evicted,
-        # expired, or a backend that keeps nothing) gets an error instead of waiting forever.
-        self._stored: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Ids of tasks that ended lately, with why a waiter finds no result for one (evicted,
+        # expired, a backend that keeps nothing, or a run that stored none): such a waiter
+        # gets that as an error instead of waiting forever.
+        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._remember = remember
         self._waiters: dict[str, list[Reply]] = collections.defaultdict(list)
         self._expiries: list[tuple[float, str]] = []
@@ -48,7 +49,10 @@ class ResultStore(Actor[StoreRequest]):
 
     async def receive(self, message: StoreRequest) -> Any:
         if isinstance(message, StoreResult):
-            await self._store(message.task_id, message.result, message.ttl)
+            if message.result is None:
+                self._no_result(message.task_id)
+            else:
+                await self._store(message.task_id, message.result, message.ttl)
             return None
         if isinstance(message, WaitResult):
             return await self._wait(message.task_id)
@@ -69,9 +73,7 @@ class ResultStore(Actor[StoreRequest]):
             log.exception("result backend failed to store the result of %s", task_id)
         for reply in self._waiters.pop(task_id, ()):
             reply.resolve(result)
-        self._stored[task_id] = None
-        if len(self._stored) > self._remember:
-            self._stored.popitem(last=False)
+        self._remember_end(task_id, f"the result of {task_id} was stored but is gone (evicted?)")
         if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
@@ -81,12 +83,25 @@ class ResultStore(Actor[StoreRequest]):
             result = await self._get(task_id)
             if isinstance(result, TaskiqResult):
                 return result
-        if task_id in self._stored:
-            return ResultGetError(f"the result of {task_id} was stored but is gone (evicted?)")
+        gone = self._ended.get(task_id)
+        if gone is not None:
+            return ResultGetError(gone)
         reply = self.defer_reply()
         if reply is not None:
             self._waiters[task_id].append(reply)
         return None
+
+    def _no_result(self, task_id: str) -> None:
+        reason = f"task {task_id} ended without a result (NoResultError)"
+        for reply in self._waiters.pop(task_id, ()):
+            reply.resolve(ResultGetError(reason))
+        self._remember_end(task_id, reason)
+
+    def _remember_end(self, task_id: str, reason: str) -> None:
+        self._ended[task_id] = reason
+        self._ended.move_to_end(task_id)
+        if len(self._ended) > self._remember:
+            self._ended.popitem(last=False)
 
     async def _ready(self, task_id: str) -> bool:
         try:

@@ -121,9 +121,9 @@ class WorkerActor(Actor[WorkerRequest]):
                 )
             )
             return
+        ttl = _label_seconds(run.message.labels, "ttl")
+        await self.store.tell(StoreResult(task_id, result, ttl))
         if result is not None:
-            ttl = _label_seconds(run.message.labels, "ttl")
-            await self.store.tell(StoreResult(task_id, result, ttl))
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
         is_err = result is None or result.is_err

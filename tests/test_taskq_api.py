@@ -11,6 +11,7 @@ import attrs
 import pendulum
 import pytest
 import trio
+import trio.testing
 
 from actors import (
     AsyncKicker,
@@ -20,6 +21,7 @@ from actors import (
     DummyResultBackend,
     InMemoryBroker,
     MsgpackSerializer,
+    NoResultError,
     PickleSerializer,
     ResultGetError,
     SendTaskError,
@@ -196,6 +198,32 @@ async def test_requeue_runs_the_same_task_id_again(broker: InMemoryBroker) -> No
     assert result.return_value == 3
     assert seen == [(handle.task_id, None), (handle.task_id, "1"), (handle.task_id, "2")]
     assert result.tries == 3
+
+
+async def test_no_result_error_tells_waiters_instead_of_hanging(broker: InMemoryBroker) -> None:
+    release = trio.Event()
+
+    @broker.task
+    async def silent() -> None:
+        await release.wait()
+        raise NoResultError
+
+    handle = await silent.kiq()
+    async with trio.open_nursery() as nursery:
+        failures: list[BaseException] = []
+
+        async def early_waiter() -> None:
+            with pytest.raises(ResultGetError, match="without a result") as raised:
+                await handle.wait_result()
+            failures.append(raised.value)
+
+        nursery.start_soon(early_waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert len(failures) == 1
+    with trio.fail_after(5), pytest.raises(ResultGetError, match="without a result"):
+        await handle.wait_result()  # a late waiter too
+    assert not await handle.is_ready()
 
 
 async def test_reject_gives_waiters_an_error_result(broker: InMemoryBroker) -> None:
