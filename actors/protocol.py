@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
+import pendulum
 
 from .runtime import ActorRef
 
@@ -61,8 +62,9 @@ class WorkerReady:
 
 @attrs.frozen
 class Finished:
-    """A run ended. ``outcome``: ``done`` (a result was stored), ``again`` (requeue or
-    retry: run the same task id again after ``delay`` with ``labels``), or ``aborted``."""
+    """A run ended. ``outcome``: ``done`` (its result, if any, went to the store),
+    ``again`` (requeue or retry: run the same task id again after ``delay`` with
+    ``labels``), or ``aborted``."""
 
     task_id: str
     worker_id: str
@@ -103,13 +105,17 @@ BrokerRequest = Enqueue | WorkerReady | Finished | Tick | Abort | Inspect | Drai
 
 @attrs.frozen
 class Run:
+    """Run this task now; ``tries`` counts this delivery."""
+
     message: BrokerMessage
     tries: int
-    enqueue_time: Any = None
+    enqueue_time: pendulum.DateTime
 
 
 @attrs.frozen
 class CancelRun:
+    """Cancel the run of this task (an abort)."""
+
     task_id: str
 
 
