@@ -41,7 +41,6 @@ class TaskRecord:
     unique_key: str | None = None
     enqueue_time: pendulum.DateTime = attrs.field(factory=utc_now)
     worker_id: str | None = None
-    abort_requested: bool = False
 
     @property
     def task_id(self) -> str:
@@ -64,9 +63,6 @@ class TaskQueue:
         #: task id -> succeeded, for dependencies on tasks that already ended.
         self.finished: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self._remember = remember_finished
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def live(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)
