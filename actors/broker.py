@@ -59,7 +59,7 @@ from .protocol import (
     WorkerRequest,
 )
 from .queue import TaskQueue, TaskRecord
-from .result import TaskiqMessage, TaskiqResult, utc_now
+from .result import TaskiqMessage, TaskiqResult, as_seconds, utc_now
 from .results import ResultStore
 from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
@@ -119,15 +119,6 @@ class BrokerState:
     aborts: dict[str, list[Reply]] = attrs.field(factory=lambda: collections.defaultdict(list))
 
 
-def _seconds(value: Any) -> float | None:
-    """A label's duration in seconds: a number, a numeric string, or a ``Duration``."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, pendulum.Duration):
-        return float(value.total_seconds())
-    return float(value)
-
-
 class BrokerActor(Actor[BrokerRequest]):
     """Queue and dispatch. Every message is handled whole before the next one."""
 
@@ -139,14 +130,12 @@ class BrokerActor(Actor[BrokerRequest]):
         store: ActorRef[StoreRequest],
         formatter: TaskiqFormatter,
         wall_clock: WallClock,
-        default_ttl: float | None = None,
     ) -> None:
         self.state = state
         self.queue = state.queue
         self.store = store
         self.formatter = formatter
         self.wall_clock = wall_clock
-        self.default_ttl = default_ttl
         self._rearm = trio.Event()
         self._armed_for: float | None = None
 
@@ -202,7 +191,7 @@ class BrokerActor(Actor[BrokerRequest]):
             enqueue_time=self.wall_clock(),
             eta=self._eta(labels, now),
         )
-        expire = _seconds(labels.get("expire"))
+        expire = as_seconds(labels.get("expire"))
         if expire is not None:
             record.expire_at = now + expire
         ended = await self._link_dependencies(record) if "depends_on" in labels else None
@@ -217,7 +206,7 @@ class BrokerActor(Actor[BrokerRequest]):
         return message.task_id
 
     def _eta(self, labels: dict[str, Any], now: float) -> float | None:
-        delay = _seconds(labels.get("delay"))
+        delay = as_seconds(labels.get("delay"))
         if delay is not None:
             return now + delay
         eta = labels.get("eta")
@@ -375,9 +364,9 @@ class BrokerActor(Actor[BrokerRequest]):
         )
         await self.store.tell(StoreResult(record.task_id, result, self._ttl(record)))
 
-    def _ttl(self, record: TaskRecord) -> float | None:
-        ttl = _seconds(record.message.labels.get("ttl"))
-        return self.default_ttl if ttl is None else ttl
+    @staticmethod
+    def _ttl(record: TaskRecord) -> float | None:
+        return as_seconds(record.message.labels.get("ttl"))
 
     def _dependents(self, record: TaskRecord) -> list[TaskRecord]:
         found = (self.queue.live(task_id) for task_id in record.dependents)

@@ -37,6 +37,7 @@ __all__ = [
     "TaskProgress",
     "TaskiqMessage",
     "TaskiqResult",
+    "as_seconds",
     "decode_error",
     "encode_error",
     "message_from_wire",
@@ -45,6 +46,16 @@ __all__ = [
     "result_to_wire",
     "utc_now",
 ]
+
+
+def as_seconds(value: Any) -> float | None:
+    """A duration in seconds from a number, a numeric string or a timedelta (pendulum's
+    ``Duration`` included); None for no value. Labels and schedules carry durations so."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    return float(value)
 
 
 def utc_now() -> pendulum.DateTime:

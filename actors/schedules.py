@@ -38,6 +38,7 @@ import trio
 
 from . import cron as _cron
 from .exceptions import TaskiqError
+from .result import as_seconds
 
 if TYPE_CHECKING:
     from .tasks import AsyncKicker, AsyncTaskiqTask
@@ -76,14 +77,6 @@ def to_micros(when: dt.datetime) -> int:
 def from_micros(micros: int) -> pendulum.DateTime:
     """Inverse of :func:`to_micros`, in UTC."""
     return pendulum.instance(_EPOCH + dt.timedelta(microseconds=micros))
-
-
-def _seconds(value: float | dt.timedelta | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    return float(value)
 
 
 def _time(value: dt.datetime | str | None) -> pendulum.DateTime | None:
@@ -166,8 +159,8 @@ class ScheduledTask:
     cron: str | None = None
     cron_offset: str | dt.timedelta | None = attrs.field(default=None, converter=_offset)
     time: pendulum.DateTime | None = attrs.field(default=None, converter=_time)
-    interval: float | None = attrs.field(default=None, converter=_seconds)
-    max_schedule_drift: float | None = attrs.field(default=None, converter=_seconds)
+    interval: float | None = attrs.field(default=None, converter=as_seconds)
+    max_schedule_drift: float | None = attrs.field(default=None, converter=as_seconds)
 
     def __attrs_post_init__(self) -> None:
         kinds = [name for name in ("cron", "time", "interval") if getattr(self, name) is not None]
@@ -338,7 +331,7 @@ class CreatedSchedule:
 
 def _schedule_labels(kicker: AsyncKicker[Any, Any]) -> tuple[dict[str, Any], float | None]:
     labels = {k: v for k, v in kicker.labels.items() if k not in SCHEDULE_LABELS}
-    return labels, _seconds(kicker.labels.get("max_schedule_drift"))
+    return labels, as_seconds(kicker.labels.get("max_schedule_drift"))
 
 
 async def _add(

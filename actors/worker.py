@@ -38,7 +38,7 @@ from .protocol import (
     WorkerReady,
     WorkerRequest,
 )
-from .result import TaskiqMessage, TaskiqResult, utc_now
+from .result import TaskiqMessage, TaskiqResult, as_seconds, utc_now
 from .runtime import Actor, ActorRef
 
 if TYPE_CHECKING:
@@ -58,11 +58,6 @@ async def maybe_await(value: Any) -> Any:
 
 #: Result label marking a tuple return value (serializers turn tuples into lists).
 RETURNED_TUPLE = "returned_tuple"
-
-
-def _label_seconds(labels: dict[str, Any], name: str) -> float | None:
-    value = labels.get(name)
-    return None if value is None or value == "" else float(value)
 
 
 class WorkerActor(Actor[WorkerRequest]):
@@ -121,7 +116,7 @@ class WorkerActor(Actor[WorkerRequest]):
                 )
             )
             return
-        ttl = _label_seconds(run.message.labels, "ttl")
+        ttl = as_seconds(run.message.labels.get("ttl"))
         await self.store.tell(StoreResult(task_id, result, ttl))
         if result is not None:
             for middleware in self.broker.middlewares:
@@ -205,7 +200,7 @@ class WorkerActor(Actor[WorkerRequest]):
         kwargs = dict(message.kwargs)
         if broker.cast_types:
             args, kwargs = task.cast_arguments(args, kwargs)
-        timeout = _label_seconds(message.labels, "timeout")
+        timeout = as_seconds(message.labels.get("timeout"))
         if task.dependency_graph.is_empty():
             return await self._invoke(task.original_func, task.is_async, args, kwargs, timeout)
         context = Context(message, broker)
