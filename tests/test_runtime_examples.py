@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import trio
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from .programs import ROOT
+
+EXAMPLES = ROOT / "examples"
 
 
 async def run_example(name: str, *args: str) -> tuple[int, str, str]:

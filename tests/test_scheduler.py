@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -38,8 +37,9 @@ from actors.scheduler import TaskiqScheduler
 from actors.schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
 from actors.tasks import AsyncTaskiqDecoratedTask, TaskiqDepends
 
+from .programs import program_env, run_example
+
 _T = TypeVar("_T")
-ROOT = Path(__file__).resolve().parents[1]
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
 
@@ -647,26 +647,8 @@ async def test_the_actor_is_restarted_with_its_due_times(
 # The example and the command line -----------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def test_the_scheduling_example_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "examples/scheduling.py", "--seconds", "2.5"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert "Traceback" not in done.stderr, done.stderr
+    out = run_example("scheduling", "--seconds", "2.5")
     assert out.count("heartbeat") >= 2
     assert "one-off report" in out
     assert "unscheduled" in out
@@ -692,8 +674,7 @@ def test_the_scheduler_command_line(tmp_path: Path) -> None:
             """
         )
     )
-    env = _env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    env = program_env(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "actors.cli", "scheduler", "cli_schedules:scheduler"],
         cwd=tmp_path,
@@ -723,8 +704,7 @@ def test_the_scheduler_command_line(tmp_path: Path) -> None:
 
 def test_the_command_line_reports_bad_targets(tmp_path: Path) -> None:
     (tmp_path / "not_a_scheduler.py").write_text("scheduler = 42\n")
-    env = _env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    env = program_env(tmp_path)
     for target, message in [
         ("no_colon", "MODULE:SCHEDULER"),
         ("no_such_module_xyz:scheduler", "cannot import"),
