@@ -106,6 +106,20 @@ async def concurrency(kick: Kick, wait: Wait) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started}
 
 
+async def workload_named(name: str, noop: Kick, nap: Kick, wait: Wait) -> dict[str, Any]:
+    """Run workload ``name`` with a broker's no-op and sleeping tasks."""
+    if name == "w1":
+        return await throughput(noop, wait)
+    if name == "w1mem":
+        return await throughput(noop, wait, traced=True)
+    if name in ("w2", "w2poll"):
+        trips = W2_POLL_ROUND_TRIPS if name == "w2poll" else W2_ROUND_TRIPS
+        return await latency(noop, wait, trips)
+    if name == "w3":
+        return await concurrency(nap, wait)
+    raise SystemExit(f"unknown workload {name!r}")
+
+
 # --- this project: trio ---------------------------------------------------------------
 
 
@@ -132,15 +146,7 @@ def run_ours(workload: str) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         async with broker:
-            if workload == "w1":
-                return await throughput(noop.kiq, wait)
-            if workload == "w1mem":
-                return await throughput(noop.kiq, wait, traced=True)
-            if workload == "w2":
-                return await latency(noop.kiq, wait, W2_ROUND_TRIPS)
-            if workload == "w3":
-                return await concurrency(nap.kiq, wait)
-            raise SystemExit(f"unknown workload {workload!r} for ours")
+            return await workload_named(workload, noop.kiq, nap.kiq, wait)
 
     return trio.run(main)
 
@@ -177,17 +183,7 @@ def run_taskiq(workload: str) -> dict[str, Any]:
         slots = asyncio.Semaphore(W3_CONCURRENCY)
         await broker.startup()
         try:
-            if workload == "w1":
-                return await throughput(noop.kiq, wait)
-            if workload == "w1mem":
-                return await throughput(noop.kiq, wait, traced=True)
-            if workload == "w2":
-                return await latency(noop.kiq, wait, W2_ROUND_TRIPS)
-            if workload == "w2poll":
-                return await latency(noop.kiq, wait, W2_POLL_ROUND_TRIPS)
-            if workload == "w3":
-                return await concurrency(nap.kiq, wait)
-            raise SystemExit(f"unknown workload {workload!r} for taskiq")
+            return await workload_named(workload, noop.kiq, nap.kiq, wait)
         finally:
             await broker.shutdown()
 
