@@ -1,4 +1,4 @@
-"""The worker: runs tasks, each under its own cancel scope (timeout, abort).
+"""The worker: runs tasks on a pool of runners, one per unit of capacity.
 
 It announces its capacity to the broker, runs every task it is handed in its nursery,
 stores the result through the result store, and tells the broker how the run ended.
@@ -8,6 +8,7 @@ ignored. Dependency injection is taskiq-dependencies, as in taskiq.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -40,6 +41,7 @@ from .protocol import (
 )
 from .result import TaskiqMessage, TaskiqResult, as_seconds, utc_now
 from .runtime import Actor, ActorRef
+from .runtime.contexts import in_context
 
 if TYPE_CHECKING:
     from .broker import AsyncBroker
@@ -82,29 +84,59 @@ class WorkerActor(Actor[WorkerRequest]):
         self._scopes: dict[str, trio.CancelScope] = {}
 
     async def started(self) -> None:
+        # Unbounded, but the broker's credit keeps it at most ``capacity`` deep (a restart
+        # may briefly add the runs it delivers again).
+        self._runs_in, self._runs = trio.open_memory_channel[Run](math.inf)
+        for _ in range(self.capacity):
+            self.nursery.start_soon(self._runner)
         await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Run):
-            self.nursery.start_soon(self._run, message)
+            self._runs_in.send_nowait(message)
         else:
             scope = self._scopes.get(message.task_id)
             if scope is not None:
                 scope.cancel()
 
-    async def _run(self, run: Run) -> None:
+    async def _runner(self) -> None:
+        """Run tasks one after another, each in a fresh copy of this task's context.
+
+        An abort cancels the runner's scope, which ends the runner (a new one takes its
+        place): cheaper than a task and a cancel scope for every run.
+        """
+        base = contextvars.copy_context()
+        run: Run | None = None
+        with trio.CancelScope() as scope:
+            async for run in self._runs:
+                await in_context(self._run(run, scope), base.copy())
+                if scope.cancel_called:
+                    break  # an abort that came as the run ended: retire this runner anyway
+        if scope.cancel_called:
+            self.nursery.start_soon(self._runner)
+        if scope.cancelled_caught and run is not None:
+            await self.broker_ref.tell(Finished(run.message.task_id, self.worker_id, "aborted"))
+
+    async def _run(self, run: Run, scope: trio.CancelScope) -> None:
         task_id = run.message.task_id
         control = RunControl()
         current_run.set(control)
-        with trio.CancelScope() as scope:
-            self._scopes[task_id] = scope
-            try:
-                result = await self._execute(run)
-            finally:
-                del self._scopes[task_id]
-        if scope.cancelled_caught:
-            await self.broker_ref.tell(Finished(task_id, self.worker_id, "aborted"))
-            return
+        self._scopes[task_id] = scope
+        try:
+            result = await self._execute(run)
+        finally:
+            del self._scopes[task_id]
+        if scope.cancel_called:
+            with trio.CancelScope(shield=True):
+                await self._report(run, result, control)
+        else:
+            await self._report(run, result, control)
+
+    async def _report(
+        self, run: Run, result: TaskiqResult[Any] | None, control: RunControl
+    ) -> None:
+        """Store the result (unless the run asked to run again) and tell the broker."""
+        task_id = run.message.task_id
         if control.rerun is not None:
             await self.broker_ref.tell(
                 Finished(

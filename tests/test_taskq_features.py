@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -147,6 +148,55 @@ async def test_abort_a_running_sync_task_abandons_its_thread() -> None:
         assert isinstance(result.error, TaskAbortedError)
         leave.set()
     assert (await broker.result_backend.get_result(handle.task_id)).is_err
+
+
+async def test_abort_that_comes_while_a_run_is_shielded_lets_it_finish(
+    broker: InMemoryBroker,
+) -> None:
+    started, release = trio.Event(), trio.Event()
+
+    @broker.task
+    async def shielded() -> str:
+        started.set()
+        with trio.CancelScope(shield=True):
+            await release.wait()
+        return "finished"
+
+    @broker.task
+    async def after_it() -> str:
+        return "next"
+
+    handle = await shielded.kiq()
+    await started.wait()
+    aborted: list[bool] = []
+    async with trio.open_nursery() as nursery:
+
+        async def abort() -> None:
+            aborted.append(await handle.abort(timeout=5))
+
+        nursery.start_soon(abort)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert aborted == [False]  # it ended on its own, with its result
+    assert await handle == "finished"
+    assert await (await after_it.kiq()) == "next"  # its runner was replaced
+
+
+async def test_runs_do_not_see_each_others_context_variables(broker: InMemoryBroker) -> None:
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+
+    @broker.task
+    async def set_it() -> str:
+        seen.set("set by an earlier run")
+        await trio.lowlevel.checkpoint()
+        return seen.get()
+
+    @broker.task
+    async def read_it() -> str:
+        return seen.get()
+
+    assert await (await set_it.kiq()) == "set by an earlier run"
+    assert await (await read_it.kiq()) == "unset"  # same worker slot, fresh context
 
 
 async def test_abort_of_unknown_or_finished_task_is_false(broker: InMemoryBroker) -> None:
