@@ -804,10 +804,12 @@ class InMemoryBroker(AsyncBroker):
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
         _, store = self._actors()
         backend = self.result_backend
-        with contextlib.suppress(ResultGetError):
-            # A stored result is read straight from the backend; only waiting needs the store.
+        # A stored result is read straight from the backend; only waiting needs the store.
+        try:
             if await backend.is_result_ready(task_id):
                 return await backend.get_result(task_id)
+        except ResultGetError:
+            pass
         result = await store.ask(WaitResult(task_id))
         if isinstance(result, ResultGetError):
             raise result

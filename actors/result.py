@@ -61,7 +61,8 @@ def as_seconds(value: Any) -> float | None:
 def utc_now() -> pendulum.DateTime:
     """``pendulum.now("UTC")``, built directly: it is read several times per task."""
     now = datetime.datetime.now(datetime.UTC)
-    return pendulum.DateTime(
+    return _new_datetime(
+        pendulum.DateTime,
         now.year,
         now.month,
         now.day,
@@ -69,8 +70,11 @@ def utc_now() -> pendulum.DateTime:
         now.minute,
         now.second,
         now.microsecond,
-        tzinfo=pendulum.UTC,
+        pendulum.UTC,
     )
+
+
+_new_datetime = datetime.datetime.__new__
 
 
 _ReturnT = TypeVar("_ReturnT", default=Any)

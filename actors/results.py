@@ -27,6 +27,10 @@ __all__ = ["ResultStore"]
 
 log = logging.getLogger("actors.results")
 
+# Why a waiter finds no result for a task that ended (formatted with its id when asked).
+_STORED = "the result of {task_id} was stored but is gone (evicted?)"
+_NO_RESULT = "task {task_id} ended without a result (NoResultError)"
+
 
 class ResultStore(Actor[StoreRequest]):
     """Owns the backend; answers waiters as soon as a result is stored."""
@@ -37,7 +41,8 @@ class ResultStore(Actor[StoreRequest]):
         self.backend = backend
         # Ids of tasks that ended lately, with why a waiter finds no result for one (evicted,
         # expired, a backend that keeps nothing, or a run that stored none): such a waiter
-        # gets that as an error instead of waiting forever.
+        # gets that as an error instead of waiting forever. Values are ``_STORED`` or
+        # ``_NO_RESULT``.
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._remember = remember
         self._waiters: dict[str, list[Reply]] = collections.defaultdict(list)
@@ -73,7 +78,7 @@ class ResultStore(Actor[StoreRequest]):
             log.exception("result backend failed to store the result of %s", task_id)
         for reply in self._waiters.pop(task_id, ()):
             reply.resolve(result)
-        self._remember_end(task_id, f"the result of {task_id} was stored but is gone (evicted?)")
+        self._remember_end(task_id, _STORED)
         if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
@@ -85,17 +90,16 @@ class ResultStore(Actor[StoreRequest]):
                 return result
         gone = self._ended.get(task_id)
         if gone is not None:
-            return ResultGetError(gone)
+            return ResultGetError(gone.format(task_id=task_id))
         reply = self.defer_reply()
         if reply is not None:
             self._waiters[task_id].append(reply)
         return None
 
     def _no_result(self, task_id: str) -> None:
-        reason = f"task {task_id} ended without a result (NoResultError)"
         for reply in self._waiters.pop(task_id, ()):
-            reply.resolve(ResultGetError(reason))
-        self._remember_end(task_id, reason)
+            reply.resolve(ResultGetError(_NO_RESULT.format(task_id=task_id)))
+        self._remember_end(task_id, _NO_RESULT)
 
     def _remember_end(self, task_id: str, reason: str) -> None:
         self._ended[task_id] = reason

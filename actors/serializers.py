@@ -28,6 +28,7 @@ import enum
 import json
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -137,6 +138,23 @@ _json_encoder = json.JSONEncoder(default=_to_plain, ensure_ascii=False, separato
 _json_decoder = json.JSONDecoder(object_hook=_from_plain)
 
 
+def _fast_json_encode() -> Callable[[Any], str]:
+    """``_json_encoder.encode`` without building a new C encoder on every call.
+
+    Kept without the circular check (a cycle ends in RecursionError instead).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # not CPython
+        return _json_encoder.encode
+    chunks = make(
+        None, _to_plain, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    return lambda value: "".join(chunks(value, 0))
+
+
+_json_encode = _fast_json_encode()
+
+
 class JSONSerializer(TaskiqSerializer):
     """UTF-8 JSON via the standard library (the default; see the module docstring)."""
 
@@ -144,7 +162,7 @@ class JSONSerializer(TaskiqSerializer):
 
     def dumpb(self, value: Any) -> bytes:
         try:
-            text = _json_encoder.encode(value)
+            text = _json_encode(value)
         except SerializationError:
             raise
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
