@@ -105,10 +105,6 @@ class _WorkerSlot:
         return self.capacity - len(self.running)
 
 
-def _free_credit(item: tuple[str, _WorkerSlot]) -> int:
-    return item[1].free
-
-
 @attrs.define(eq=False)
 class BrokerState:
     """What survives a restart of the broker actor."""
@@ -160,7 +156,7 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = self._inspect(message.task_id)
         else:
             self._drain()
-        if self.state.workers and self.queue.has_ready():
+        if self.queue.has_ready() and self._free_worker() is not None:
             await self._dispatch()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
@@ -256,13 +252,23 @@ class BrokerActor(Actor[BrokerRequest]):
                 if record is not None and record.phase is Phase.RUNNING:
                     self.queue.place(record, now)
 
+    def _free_worker(self) -> tuple[str, _WorkerSlot] | None:
+        """The worker with the most free credit; None while every worker is full."""
+        best: tuple[str, _WorkerSlot] | None = None
+        most = 0
+        for item in self.state.workers.items():
+            free = item[1].free
+            if free > most:
+                best, most = item, free
+        return best
+
     async def _dispatch(self) -> None:
         queue = self.queue
-        workers = self.state.workers
-        while workers and queue.has_ready():
-            worker_id, slot = max(workers.items(), key=_free_credit)
-            if slot.free <= 0:
+        while queue.has_ready():
+            free = self._free_worker()
+            if free is None:
                 return
+            worker_id, slot = free
             record = queue.pop_ready()
             assert record is not None
             if record.expire_at is not None and record.expire_at <= trio.current_time():
