@@ -85,7 +85,9 @@ def _as_list(value: Iterable[Any]) -> list[Any]:
     return list(value)
 
 
-@attrs.define(kw_only=True)
+# No setattr hooks: the worker sets ``labels`` on every message it runs (``args`` given as
+# a tuple still becomes a list when the message is built).
+@attrs.define(kw_only=True, on_setattr=attrs.setters.NO_OP)
 class TaskiqMessage:
     """What a worker receives: which task to run, with what arguments and labels."""
 
@@ -102,6 +104,10 @@ class ResultStatus(enum.StrEnum):
     DONE = "done"
     ERROR = "error"
     ABORTED = "aborted"
+
+
+# Plain strings: an enum member's ``.value`` is a slow property, read once per result.
+_DONE, _ERROR, _ABORTED = (status.value for status in ResultStatus)
 
 
 @attrs.define(kw_only=True)
@@ -129,10 +135,10 @@ class TaskiqResult(Generic[_ReturnT]):
     @status.default
     def _status_from_outcome(self) -> str:
         if not self.is_err:
-            return ResultStatus.DONE.value
+            return _DONE
         if isinstance(self.error, TaskAbortedError):
-            return ResultStatus.ABORTED.value
-        return ResultStatus.ERROR.value
+            return _ABORTED
+        return _ERROR
 
     def raise_for_error(self) -> TaskiqResult[_ReturnT]:
         """Return self for a success; raise the task's error for a failure."""
@@ -422,6 +428,10 @@ def result_to_wire(result: TaskiqResult[Any], serializer: TaskiqSerializer) -> b
         ) from exc
 
 
+#: What a decoded map may be; ``dict`` first, as ``isinstance`` against an ABC is slow.
+_MAP = (dict, Mapping)
+
+
 def _field(payload: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = payload[key]
     if not isinstance(value, kind):
@@ -496,15 +506,15 @@ def message_from_wire(data: bytes, serializer: TaskiqSerializer) -> TaskiqMessag
         payload = serializer.loadb(data)
     except Exception as exc:
         _raise_bad_message(str(exc))
-    if not isinstance(payload, Mapping):
+    if not isinstance(payload, _MAP):
         _raise_bad_message("not a map")
     try:
         return TaskiqMessage(
             task_id=_field(payload, "task_id", str),
             task_name=_field(payload, "task_name", str),
-            labels=dict(_field(payload, "labels", Mapping)),
+            labels=dict(_field(payload, "labels", _MAP)),
             args=_field(payload, "args", (list, tuple)),
-            kwargs=dict(_field(payload, "kwargs", Mapping)),
+            kwargs=dict(_field(payload, "kwargs", _MAP)),
         )
     except (KeyError, TypeError) as exc:
         _raise_bad_message(repr(exc))

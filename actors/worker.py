@@ -109,15 +109,15 @@ class WorkerActor(Actor[WorkerRequest]):
         run: Run | None = None
         with trio.CancelScope() as scope:
             async for run in self._runs:
-                await in_context(self._run(run, scope), base.copy())
-                if scope.cancel_called:
-                    break  # an abort that came as the run ended: retire this runner anyway
+                if await in_context(self._run(run, scope), base.copy()):
+                    break  # an abort came as the run ended: retire this runner anyway
         if scope.cancel_called:
             self.nursery.start_soon(self._runner)
         if scope.cancelled_caught and run is not None:
             await self.broker_ref.tell(Finished(run.message.task_id, self.worker_id, "aborted"))
 
-    async def _run(self, run: Run, scope: trio.CancelScope) -> None:
+    async def _run(self, run: Run, scope: trio.CancelScope) -> bool:
+        """One run, start to report; True if an abort cancelled ``scope`` as it ended."""
         task_id = run.message.task_id
         control = RunControl()
         current_run.set(control)
@@ -129,8 +129,9 @@ class WorkerActor(Actor[WorkerRequest]):
         if scope.cancel_called:
             with trio.CancelScope(shield=True):
                 await self._report(run, result, control)
-        else:
-            await self._report(run, result, control)
+            return True
+        await self._report(run, result, control)
+        return False
 
     async def _report(
         self, run: Run, result: TaskiqResult[Any] | None, control: RunControl
