@@ -100,10 +100,6 @@ class _WorkerSlot:
     capacity: int
     running: set[str] = attrs.field(factory=set)
 
-    @property
-    def free(self) -> int:
-        return self.capacity - len(self.running)
-
 
 @attrs.define(eq=False)
 class BrokerState:
@@ -257,7 +253,7 @@ class BrokerActor(Actor[BrokerRequest]):
         best: tuple[str, _WorkerSlot] | None = None
         most = 0
         for item in self.state.workers.items():
-            free = item[1].free
+            free = item[1].capacity - len(item[1].running)
             if free > most:
                 best, most = item, free
         return best

@@ -87,16 +87,13 @@ class Mailbox(Generic[M]):
         self._send, self.receiver = trio.open_memory_channel[Envelope](size)
         self.closed = False
 
-    def check(self, message: object) -> None:
-        if self.message_type is not object and not isinstance(message, self.message_type):
+    async def put(self, message: M, reply: Reply | None = None) -> None:
+        """Wait for space, then enqueue; raises once the mailbox is closed."""
+        if not isinstance(message, self.message_type):  # ``object`` accepts anything
             raise TypeError(
                 f"actor {self.owner!r} accepts {_type_name(self.message_type)}, "
                 f"not {type(message).__qualname__}"
             )
-
-    async def put(self, message: M, reply: Reply | None = None) -> None:
-        """Wait for space, then enqueue; raises once the mailbox is closed."""
-        self.check(message)
         try:
             try:
                 # Fast path: with room in the mailbox, only a cancellation check, no
