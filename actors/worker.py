@@ -8,6 +8,7 @@ ignored. Dependency injection is taskiq-dependencies, as in taskiq.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import functools
 import inspect
@@ -84,16 +85,19 @@ class WorkerActor(Actor[WorkerRequest]):
         self._scopes: dict[str, trio.CancelScope] = {}
 
     async def started(self) -> None:
-        # Unbounded, but the broker's credit keeps it at most ``capacity`` deep (a restart
-        # may briefly add the runs it delivers again).
-        self._runs_in, self._runs = trio.open_memory_channel[Run](math.inf)
+        # Runs waiting for a runner: the broker's credit keeps them at most ``capacity``
+        # (a restart may briefly add the runs it delivers again). Idle runners park.
+        self._pending: collections.deque[Run] = collections.deque()
+        self._idle = trio.lowlevel.ParkingLot()
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Run):
-            self._runs_in.send_nowait(message)
+            self._pending.append(message)
+            if self._idle:
+                self._idle.unpark()
         else:
             scope = self._scopes.get(message.task_id)
             if scope is not None:
@@ -108,7 +112,10 @@ class WorkerActor(Actor[WorkerRequest]):
         base = contextvars.copy_context()
         run: Run | None = None
         with trio.CancelScope() as scope:
-            async for run in self._runs:
+            while True:
+                while not self._pending:
+                    await self._idle.park()
+                run = self._pending.popleft()
                 if await in_context(self._run(run, scope), base.copy()):
                     break  # an abort came as the run ended: retire this runner anyway
         if scope.cancel_called:
