@@ -90,6 +90,17 @@ async def test_full_mailbox_makes_tell_wait(autojump_clock: trio.abc.Clock) -> N
         assert await ref.ask(Get()) == [0, 1, 2, 3, 100]
 
 
+async def test_a_cancelled_tell_sends_nothing() -> None:
+    async with Node.open("t") as node:
+        ref = await node.spawn(Recorder)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ref.tell(Add(1))
+        assert scope.cancelled_caught
+        await ref.tell(Add(2))
+        assert await ref.ask(Get()) == [2]
+
+
 class SizedRecorder(Recorder):
     def __init__(self, size: int) -> None:
         super().__init__()

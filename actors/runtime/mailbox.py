@@ -94,15 +94,14 @@ class Mailbox(Generic[M]):
                 f"actor {self.owner!r} accepts {_type_name(self.message_type)}, "
                 f"not {type(message).__qualname__}"
             )
+        # With room in the mailbox, only a cancellation check (before sending: a cancelled
+        # sender sends nothing), no trip through the scheduler; a full one makes it wait.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             try:
-                # Fast path: with room in the mailbox, only a cancellation check, no
-                # trip through the scheduler; a full mailbox makes the sender wait.
                 self._send.send_nowait((message, reply))
             except trio.WouldBlock:
                 await self._send.send((message, reply))
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStoppedError(f"actor {self.owner!r} has stopped") from None
 
