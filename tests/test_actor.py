@@ -119,6 +119,20 @@ async def test_an_instance_may_set_its_mailbox_size(autojump_clock: trio.abc.Clo
         assert scope.cancelled_caught, "the third tell must wait: the bound is 2"
 
 
+async def test_a_sender_that_only_tells_still_lets_the_actor_run() -> None:
+    handled: list[int] = []
+
+    class Roomy(Recorder):
+        mailbox_size = 1000
+
+    async with Node.open("t") as node:
+        ref = await node.spawn(lambda: Roomy(handled))
+        for value in range(500):  # never more than half full: tell need not wait
+            await ref.tell(Add(value))
+        assert handled, "the actor got no turn while 500 tells went out"
+        assert await ref.ask(Get()) == list(range(500))
+
+
 async def test_ask_timeout(autojump_clock: trio.abc.Clock) -> None:
     async with Node.open("t") as node:
         ref = await node.spawn(Recorder)
