@@ -792,9 +792,10 @@ class InMemoryBroker(AsyncBroker):
         return self._broker_ref, self._store_ref
 
     async def kick(self, message: BrokerMessage) -> str:
-        broker, _ = self._actors()
-        labels = message.labels
-        if labels.get("unique") or self.await_inplace:
+        broker = self._broker_ref
+        if broker is None:
+            broker, _ = self._actors()  # raises
+        if message.labels.get("unique") or self.await_inplace:
             task_id: str = await broker.ask(Enqueue(message))
         else:
             await broker.tell(Enqueue(message))

@@ -103,7 +103,6 @@ class ResultStore(Actor[StoreRequest]):
 
     def _remember_end(self, task_id: str, reason: str) -> None:
         self._ended[task_id] = reason
-        self._ended.move_to_end(task_id)
         if len(self._ended) > self._remember:
             self._ended.popitem(last=False)
 

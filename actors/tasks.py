@@ -221,11 +221,11 @@ class AsyncKicker(Generic[P, R]):
             task_id=self.task_id or broker.id_generator(),
             task_name=self.task_name,
             labels=dict(self.labels),
-            args=list(args),
+            args=args,  # made a list by TaskiqMessage
             kwargs=dict(kwargs),
         )
         task_id = await broker.send(message)
-        return AsyncTaskiqTask(task_id, broker, args=tuple(args), kwargs=dict(kwargs))
+        return AsyncTaskiqTask(task_id, broker, args=args, kwargs=kwargs)
 
     async def schedule_by_cron(
         self, source: ScheduleSource, cron: str | CronSpec, *args: P.args, **kwargs: P.kwargs
