@@ -136,6 +136,9 @@ def _from_plain(data: dict[Any, Any]) -> Any:
 # Built once: ``json.dumps``/``loads`` with options build a new encoder/decoder per call.
 _json_encoder = json.JSONEncoder(default=_to_plain, ensure_ascii=False, separators=(",", ":"))
 _json_decoder = json.JSONDecoder(object_hook=_from_plain)
+# The decoder's C scanner, which ``decode`` calls after two whitespace matches; typeshed
+# does not declare this attribute, which ``JSONDecoder.__init__`` sets.
+_scan_json: Callable[[str, int], tuple[Any, int]] = _json_decoder.scan_once  # type: ignore[attr-defined]
 
 
 def _fast_json_encode() -> Callable[[Any], str]:
@@ -171,7 +174,14 @@ class JSONSerializer(TaskiqSerializer):
 
     def loadb(self, data: bytes) -> Any:
         try:
-            return _json_decoder.decode(data.decode())
+            text = data.decode()
+            try:  # what ``decode`` does, less its whitespace handling (we write none)
+                value, end = _scan_json(text, 0)
+                if end == len(text):
+                    return value
+            except StopIteration:
+                pass
+            return _json_decoder.decode(text)  # surrounding whitespace, or the error to report
         except (ValueError, TypeError, RecursionError) as exc:  # includes JSONDecodeError
             raise SerializationError(f"Cannot deserialize JSON: {exc}") from exc
 

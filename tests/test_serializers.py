@@ -140,6 +140,14 @@ def test_json_rejects_non_string_keys_and_cycles() -> None:
         JSONSerializer().dumpb(cycle)
 
 
+def test_json_reads_what_other_writers_write() -> None:
+    serializer = JSONSerializer()
+    assert serializer.loadb(b' \n{"a": [1, 2]}\n ') == {"a": [1, 2]}
+    for bad in (b"", b"  ", b'{"a": 1} trailing', b"[1,]"):
+        with pytest.raises(SerializationError):
+            serializer.loadb(bad)
+
+
 @pytest.mark.parametrize("serializer", [*TAGGING, PickleSerializer()], ids=lambda s: s.name)
 def test_malformed_input_raises_serialization_error(serializer: TaskiqSerializer) -> None:
     with pytest.raises(SerializationError):
