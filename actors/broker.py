@@ -792,9 +792,7 @@ class InMemoryBroker(AsyncBroker):
         return self._broker_ref, self._store_ref
 
     async def kick(self, message: BrokerMessage) -> str:
-        broker = self._broker_ref
-        if broker is None:
-            broker, _ = self._actors()  # raises
+        broker = self._broker_ref or self._actors()[0]
         if message.labels.get("unique") or self.await_inplace:
             task_id: str = await broker.ask(Enqueue(message))
         else:

@@ -1,9 +1,10 @@
 """The worker: runs tasks on a pool of runners, one per unit of capacity.
 
-It announces its capacity to the broker, runs every task it is handed in its nursery,
-stores the result through the result store, and tells the broker how the run ended.
-Sync tasks run in a bounded thread pool; an aborted one is abandoned and its result
-ignored. Dependency injection is taskiq-dependencies, as in taskiq.
+It announces its capacity to the broker, runs every task it is handed on one of its
+runners (long-lived tasks), stores the result through the result store, and tells the
+broker how the run ended. Sync tasks run in a bounded thread pool; an aborted one is
+abandoned and its result ignored. Dependency injection is taskiq-dependencies, as in
+taskiq.
 """
 
 from __future__ import annotations
