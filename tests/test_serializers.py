@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import json
+import uuid
 import zoneinfo
 from typing import Any
 
 import attrs
 import pendulum
 import pytest
+from hypothesis import given, strategies as st
 
 from actors.exceptions import SecurityError, SerializationError
 from actors.serializers import (
@@ -18,6 +21,8 @@ from actors.serializers import (
     MsgpackSerializer,
     PickleSerializer,
     TaskiqSerializer,
+    _from_plain,
+    _to_plain,
     decode_datetime,
     serializer_by_name,
 )
@@ -138,6 +143,69 @@ def test_json_rejects_non_string_keys_and_cycles() -> None:
     cycle.append(cycle)
     with pytest.raises(SerializationError):
         JSONSerializer().dumpb(cycle)
+
+
+# What the standard library alone writes and reads: JSONSerializer's reference.
+def stdlib_dumps(value: Any) -> bytes:
+    return json.dumps(value, default=_to_plain, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def stdlib_loads(data: bytes) -> Any:
+    return json.loads(data, object_hook=_from_plain)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # unbounded: past 64 bits too
+    | st.floats()  # NaN and infinities too
+    | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_json_writes_and_reads_what_the_standard_library_does(value: Any) -> None:
+    serializer = JSONSerializer()
+    written = serializer.dumpb(value)
+    # repr, so a NaN compares equal to a NaN
+    assert repr(stdlib_loads(written)) == repr(stdlib_loads(stdlib_dumps(value)))
+    assert repr(serializer.loadb(stdlib_dumps(value))) == repr(stdlib_loads(stdlib_dumps(value)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [float("nan"), float("inf"), float("-inf")],  # orjson would write null
+        2**64 + 1,  # orjson refuses to write it, and reads it back as a float
+        -(2**70),
+        {1: "int key"},  # orjson refuses; the standard library writes "1"
+        ["null", "__datetime__"],  # strings that only look like what sends us the long way
+        uuid.UUID(int=7),
+    ],
+)
+def test_json_edge_values_match_the_standard_library(value: Any) -> None:
+    serializer = JSONSerializer()
+    assert repr(serializer.loadb(serializer.dumpb(value))) == repr(
+        stdlib_loads(stdlib_dumps(value))
+    )
+
+
+def test_json_reads_an_escaped_lone_surrogate_and_refuses_to_write_one() -> None:
+    serializer = JSONSerializer()
+    assert serializer.loadb(b'["\\ud800"]') == ["\ud800"]  # orjson alone would refuse
+    with pytest.raises(SerializationError):
+        serializer.dumpb(["\ud800"])
+
+
+def test_deep_nesting_is_written_and_read() -> None:
+    deep: Any = []
+    for _ in range(300):  # past orjson's limit of 254 levels
+        deep = [deep]
+    serializer = JSONSerializer()
+    assert serializer.loadb(serializer.dumpb(deep)) == deep
 
 
 def test_json_reads_what_other_writers_write() -> None:
