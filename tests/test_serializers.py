@@ -160,8 +160,9 @@ json_values = st.recursive(
     | st.integers()  # unbounded: past 64 bits too
     | st.floats()  # NaN and infinities too
     | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
