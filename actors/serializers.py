@@ -183,7 +183,9 @@ class JSONSerializer(TaskiqSerializer):
         try:
             data = orjson.dumps(value, default=_to_plain, option=_ORJSON_OPTIONS)
             if b"null" not in data:  # a null may stand for a NaN or an infinity
-                return data
+                # A copy: orjson's bytes keep the whole buffer it wrote into (4 KiB at
+                # least), and a kicked task's bytes live until it runs.
+                return bytes(memoryview(data))
         except orjson.JSONEncodeError:
             pass  # beyond orjson (see above), or an error for the standard library to report
         try:
