@@ -167,6 +167,7 @@ _json_encode = _fast_json_encode()
 # standard library does the rest.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _TAG = b'"__'
+_ESCAPE = b"\\u"
 # A run of 19 digits may be an integer past 64 bits; found by turning digits into zeros
 # (bytes.translate), several times faster than a regular expression here.
 _DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
@@ -197,7 +198,11 @@ class JSONSerializer(TaskiqSerializer):
             raise SerializationError(f"Cannot serialize to JSON: {exc}") from exc
 
     def loadb(self, data: bytes) -> Any:
-        if _TAG not in data and _NINETEEN_DIGITS not in data.translate(_DIGITS_AS_ZEROS):
+        if (
+            _TAG not in data
+            and _ESCAPE not in data  # an escape could spell a tag
+            and _NINETEEN_DIGITS not in data.translate(_DIGITS_AS_ZEROS)
+        ):
             try:
                 return orjson.loads(data)
             except orjson.JSONDecodeError:

@@ -201,6 +201,11 @@ def test_json_reads_an_escaped_lone_surrogate_and_refuses_to_write_one() -> None
         serializer.dumpb(["\ud800"])
 
 
+def test_json_reads_a_tag_spelled_with_escapes() -> None:
+    data = b'{"\\u005f_date__": "2020-01-02"}'
+    assert JSONSerializer().loadb(data) == stdlib_loads(data) == pendulum.Date(2020, 1, 2)
+
+
 def test_deep_nesting_is_written_and_read() -> None:
     deep: Any = []
     for _ in range(300):  # past orjson's limit of 254 levels
