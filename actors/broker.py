@@ -593,9 +593,7 @@ class AsyncBroker:
         """Start the broker's actors; pair with :meth:`shutdown` in the same task."""
         if self._running is not None:
             return
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
+        async with contextlib.AsyncExitStack() as stack:  # undone if a step fails
             await self.result_backend.startup()
             stack.push_async_callback(self.result_backend.shutdown)
             for middleware in self.middlewares:
@@ -604,10 +602,7 @@ class AsyncBroker:
             await self._start_actors(stack)
             for event in self._startup_events():
                 await self._fire(event)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._running = stack
+            self._running = stack.pop_all()
 
     async def shutdown(self) -> None:
         """Stop the actors: running tasks are cancelled, the backend is closed."""

@@ -392,9 +392,7 @@ class TaskiqScheduler:
             return
         # A fresh start: due times are computed again (from the sources' claims).
         self._sources = [_SourceState(source) for source in self.sources]
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
+        async with contextlib.AsyncExitStack() as stack:  # undone if a step fails
             node = self._node
             if node is None:
                 node = await stack.enter_async_context(Node.open(self.name))
@@ -412,10 +410,7 @@ class TaskiqScheduler:
             await node.spawn_supervisor(supervisor, name=self.name)
             stack.push_async_callback(node.root.stop_child, self.name)
             self._running_on = node
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._running = stack
+            self._running = stack.pop_all()
 
     async def shutdown(self) -> None:
         """Stop the actor, then shut the sources down."""
