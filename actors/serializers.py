@@ -30,7 +30,6 @@ import json
 import pickle
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -142,23 +141,6 @@ def _from_plain(data: dict[Any, Any]) -> Any:
 _json_encoder = json.JSONEncoder(default=_to_plain, ensure_ascii=False, separators=(",", ":"))
 _json_decoder = json.JSONDecoder(object_hook=_from_plain)
 
-
-def _fast_json_encode() -> Callable[[Any], str]:
-    """``_json_encoder.encode`` without building a new C encoder on every call.
-
-    Kept without the circular check (a cycle ends in RecursionError instead).
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # not CPython
-        return _json_encoder.encode
-    chunks = make(
-        None, _to_plain, json.encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-    return lambda value: "".join(chunks(value, 0))
-
-
-_json_encode = _fast_json_encode()
-
 # orjson writes what the standard library writes, several times faster, except: NaN and
 # infinities (it writes null), integers past 64 bits and nesting past 254 levels (it
 # refuses them), and non-string keys (refused; the standard library converts some). It
@@ -190,7 +172,7 @@ class JSONSerializer(TaskiqSerializer):
         except orjson.JSONEncodeError:
             pass  # beyond orjson (see above), or an error for the standard library to report
         try:
-            return _json_encode(value).encode()
+            return _json_encoder.encode(value).encode()
         except SerializationError:
             raise
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
