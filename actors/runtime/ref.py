@@ -72,10 +72,7 @@ class LocalRef(ActorRef[M]):
         return self._cell
 
     async def tell(self, message: M) -> None:
-        mailbox = self._cell.mailbox
-        if mailbox.closed:
-            mailbox = self._live_cell().mailbox
-        await mailbox.put(message)
+        await self._live_cell().mailbox.put(message)
 
     async def ask(self, message: M, *, timeout: float | None = None) -> Any:
         reply = LocalReply()
