@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import outcome
 import trio
 
 from .context import Context, RunControl, current_run, request_rerun
@@ -90,6 +91,7 @@ class WorkerActor(Actor[WorkerRequest]):
         # (a restart may briefly add the runs it delivers again).
         self._pending: collections.deque[Run] = collections.deque()
         self._idle: list[trio.lowlevel.Task] = []  # runners asleep in _wait_for_a_run
+        self._waking = 0  # runners woken that have not yet looked at _pending
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
@@ -97,8 +99,9 @@ class WorkerActor(Actor[WorkerRequest]):
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Run):
             self._pending.append(message)
-            if self._idle:
-                trio.lowlevel.reschedule(self._idle.pop())
+            if not self._waking and self._idle:
+                self._waking = 1
+                trio.lowlevel.reschedule(self._idle.pop(), outcome.Value(False))
         else:
             scope = self._scopes.get(message.task_id)
             if scope is not None:
@@ -114,9 +117,12 @@ class WorkerActor(Actor[WorkerRequest]):
         run: Run | None = None
         with trio.CancelScope() as scope:
             while True:
+                woken_by_runner = False
                 while not self._pending:
-                    await self._wait_for_a_run()
+                    woken_by_runner = await self._wait_for_a_run()
                 run = self._pending.popleft()
+                if self._pending:
+                    self._wake_runners(woken_by_runner)
                 if await in_context(self._run(run, scope), base.copy()):
                     break  # an abort came as the run ended: retire this runner anyway
         if scope.cancel_called:
@@ -124,9 +130,25 @@ class WorkerActor(Actor[WorkerRequest]):
         if scope.cancelled_caught and run is not None:
             await self.broker_ref.tell(Finished(run.message.task_id, self.worker_id, "aborted"))
 
-    async def _wait_for_a_run(self) -> None:
-        """Sleep until ``receive`` wakes this runner: trio's own low-level sleep, as a
-        parking lot does, with less work on the path every run takes."""
+    def _wake_runners(self, woken_by_runner: bool) -> None:
+        """Wake idle runners for the runs waiting, in case the current one blocks.
+
+        One at a time at first: runs that never block are then taken one after another by
+        the same runner, and the runner it woke finds nothing left. A runner woken by
+        another that still finds runs waiting knows that one blocked, so it wakes two:
+        the runners on their way double each round, until every waiting run has one.
+        """
+        wanted = min(len(self._pending), self._waking + 2) if woken_by_runner else 1
+        while self._waking < wanted and self._idle:
+            self._waking += 1
+            trio.lowlevel.reschedule(self._idle.pop(), outcome.Value(True))
+
+    async def _wait_for_a_run(self) -> bool:
+        """Sleep until woken; True if another runner woke this one.
+
+        trio's own low-level sleep, as a parking lot does, with less work on the path
+        every run takes.
+        """
         task = trio.lowlevel.current_task()
 
         def cancelled(_: object) -> trio.lowlevel.Abort:
@@ -134,7 +156,9 @@ class WorkerActor(Actor[WorkerRequest]):
             return trio.lowlevel.Abort.SUCCEEDED
 
         self._idle.append(task)
-        await trio.lowlevel.wait_task_rescheduled(cancelled)
+        woken_by_runner: bool = await trio.lowlevel.wait_task_rescheduled(cancelled)
+        self._waking -= 1
+        return woken_by_runner
 
     async def _run(self, run: Run, scope: trio.CancelScope) -> bool:
         """One run, start to report; True if an abort cancelled ``scope`` as it ended."""

@@ -548,6 +548,52 @@ async def test_max_async_tasks_bounds_concurrency(autojump_clock: Any) -> None:
     assert peak == 3
 
 
+async def test_runs_that_block_all_start_at_once(autojump_clock: Any) -> None:
+    broker = InMemoryBroker(max_async_tasks=40)
+    started: list[float] = []
+
+    @broker.task
+    async def sleepy() -> None:
+        started.append(trio.current_time())
+        await trio.sleep(1)
+
+    async with broker:
+        begin = trio.current_time()
+        handles = [await sleepy.kiq() for _ in range(40)]
+        for handle in handles:
+            await handle.wait_result()
+        # The clock jumps only when every task is asleep: each run found a runner at once.
+        assert started == [begin] * 40
+        assert trio.current_time() - begin == pytest.approx(1)
+
+
+class _StepCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+async def test_runs_that_never_block_need_no_wakeup_each() -> None:
+    broker = InMemoryBroker(max_async_tasks=30)
+
+    @broker.task
+    async def quick() -> None:
+        pass
+
+    counter = _StepCounter()
+    async with broker:
+        trio.lowlevel.add_instrument(counter)
+        handles = [await quick.kiq() for _ in range(30)]
+        for handle in handles:
+            await handle.wait_result()
+        trio.lowlevel.remove_instrument(counter)
+    # One runner takes the waiting runs one after another; waking a runner for each
+    # would cost a scheduler step per run on top of the actors' own.
+    assert counter.steps <= 15
+
+
 async def test_dummy_backend_still_pushes_to_present_waiters() -> None:
     broker = InMemoryBroker().with_result_backend(DummyResultBackend())
 
