@@ -140,6 +140,8 @@ class BrokerActor(Actor[BrokerRequest]):
         answer: Any = None
         if isinstance(message, Enqueue):
             answer = await self._enqueue(message.message)
+            if self._free_worker() is not None:
+                await self._dispatch()  # a task kicked while a worker has room starts first
         elif isinstance(message, Finished):
             await self._finished(message)
         elif isinstance(message, Tick):
@@ -152,15 +154,19 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = self._inspect(message.task_id)
         else:
             self._drain()
-        if self.queue.has_ready() and self._free_worker() is not None:
-            await self._dispatch()
+        return answer
+
+    async def drained(self) -> None:
+        """After a batch of messages: hand out the room freed in it (to the highest
+        priorities waiting), re-arm the timer, and tell ``wait_all`` callers once nothing
+        is left."""
+        await self._dispatch()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and self.state.drains:
             for reply in self.state.drains:
                 reply.resolve(None)
             self.state.drains.clear()
-        return answer
 
     # Accepting -------------------------------------------------------------------------
 

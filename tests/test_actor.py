@@ -133,6 +133,62 @@ async def test_a_sender_that_only_tells_still_lets_the_actor_run() -> None:
         assert await ref.ask(Get()) == list(range(500))
 
 
+class Batcher(Actor[int]):
+    """Logs each message, and "drained" at the end of each batch; 0 waits for a gate."""
+
+    mailbox_size = 500
+
+    def __init__(self, log: list[int | str], gate: trio.Event) -> None:
+        self.log, self.gate = log, gate
+
+    async def receive(self, message: int) -> None:
+        if message == 0:
+            await self.gate.wait()
+        self.log.append(message)
+
+    async def drained(self) -> None:
+        self.log.append("drained")
+
+
+async def test_drained_runs_once_after_each_batch() -> None:
+    log: list[int | str] = []
+    gate = trio.Event()
+    gate.set()
+    async with Node.open("t") as node:
+        ref = await node.spawn(lambda: Batcher(log, gate))
+        for value in (1, 2, 3):
+            await ref.tell(value)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == [1, 2, 3, "drained"]
+        await ref.tell(4)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == [1, 2, 3, "drained", 4, "drained"]
+
+
+async def test_a_long_backlog_is_handled_in_bounded_batches() -> None:
+    log: list[int | str] = []
+    gate = trio.Event()
+    async with Node.open("t") as node:
+        ref = await node.spawn(lambda: Batcher(log, gate))
+        for value in range(200):  # 0 holds the actor until all 200 wait in its mailbox
+            await ref.tell(value)
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+    assert [item for item in log if item != "drained"] == list(range(200))
+    assert _batch_sizes(log) == [64, 64, 64, 8]
+
+
+def _batch_sizes(log: list[int | str]) -> list[int]:
+    sizes, size = [], 0
+    for item in log:
+        if item == "drained":
+            sizes.append(size)
+            size = 0
+        else:
+            size += 1
+    return sizes
+
+
 async def test_ask_timeout(autojump_clock: trio.abc.Clock) -> None:
     async with Node.open("t") as node:
         ref = await node.spawn(Recorder)

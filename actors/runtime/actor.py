@@ -69,6 +69,14 @@ class Actor(Generic[M]):
         """Handle one message; the return value is the ask's reply."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement receive()")
 
+    async def drained(self) -> None:
+        """Runs after a batch of messages, before the actor waits for more.
+
+        The place for work that is done once for several messages rather than after each
+        (the broker hands queued tasks to workers here). A batch ends when the mailbox is
+        empty, or after a few dozen messages in a row.
+        """
+
     # What the runtime gives the actor --------------------------------------------------
 
     @property
@@ -151,16 +159,18 @@ class ActorCell(Generic[M]):
             try:
                 # Take queued messages without a scheduler round trip, but let other
                 # tasks run at least every _BATCH messages.
-                if in_a_row < _BATCH:
-                    try:
-                        message, reply = receiver.receive_nowait()
-                        in_a_row += 1
-                    except trio.WouldBlock:
-                        message, reply = await receiver.receive()
-                        in_a_row = 0
-                else:
+                try:
+                    if in_a_row == _BATCH:
+                        raise trio.WouldBlock  # the batch ends: let other tasks run
+                    message, reply = receiver.receive_nowait()
+                    in_a_row += 1
+                except trio.WouldBlock:
+                    if in_a_row:
+                        await actor.drained()
+                        if self.stopping:
+                            return
                     message, reply = await receiver.receive()
-                    in_a_row = 0
+                    in_a_row = 1
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             self._current = reply
