@@ -51,6 +51,7 @@ from .protocol import (
     GetResult,
     Inspect,
     Run,
+    RunEnded,
     StoreRequest,
     StoreResult,
     Tick,
@@ -283,30 +284,34 @@ class BrokerActor(Actor[BrokerRequest]):
             await slot.ref.tell(Run(record.message, record.tries, record.enqueue_time))
 
     async def _finished(self, message: Finished) -> None:
-        record = self.queue.live(message.task_id)
         slot = self.state.workers.get(message.worker_id)
-        if slot is not None:
-            slot.running.discard(message.task_id)
+        for ended in message.runs:
+            if slot is not None:
+                slot.running.discard(ended.task_id)
+            await self._run_ended(ended)
+
+    async def _run_ended(self, ended: RunEnded) -> None:
+        record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
             return
         aborts = self.state.aborts.pop(record.task_id, []) if self.state.aborts else []
-        if message.outcome == "again" and not aborts:
-            if message.labels is not None:
-                record.message = attrs.evolve(record.message, labels=message.labels)
+        if ended.outcome == "again" and not aborts:
+            if ended.labels is not None:
+                record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
-            record.eta = now + message.delay if message.delay > 0 else None
+            record.eta = now + ended.delay if ended.delay > 0 else None
             self.queue.place(record, now)
             return
-        if message.outcome == "done":
-            self.queue.finish(record, Phase.DONE, succeeded=not message.is_err)
+        if ended.outcome == "done":
+            self.queue.finish(record, Phase.DONE, succeeded=not ended.is_err)
             if record.dependents:
-                await self._release_dependents(record, succeeded=not message.is_err)
+                await self._release_dependents(record, succeeded=not ended.is_err)
         else:
             await self._end(
                 record, Phase.ABORTED, TaskAbortedError(f"task {record.task_id} was aborted")
             )
         for reply in aborts:
-            reply.resolve(message.outcome != "done")
+            reply.resolve(ended.outcome != "done")
 
     # Timers ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ __all__ = [
     "GetResult",
     "Inspect",
     "Run",
+    "RunEnded",
     "StoreRequest",
     "StoreResult",
     "Tick",
@@ -65,17 +66,25 @@ class WorkerReady:
 
 
 @attrs.define
-class Finished:
-    """A run ended. ``outcome``: ``done`` (its result, if any, went to the store),
+class RunEnded:
+    """How one run ended. ``outcome``: ``done`` (its result, if any, went to the store),
     ``again`` (requeue or retry: run the same task id again after ``delay`` with
     ``labels``), or ``aborted``."""
 
     task_id: str
-    worker_id: str
     outcome: Literal["done", "again", "aborted"]
     is_err: bool = False
     delay: float = 0.0
     labels: dict[str, Any] | None = None
+
+
+@attrs.define
+class Finished:
+    """Runs of this worker ended, in order: all that ended since its last report, so a
+    burst of short runs costs the broker one message."""
+
+    worker_id: str
+    runs: list[RunEnded]
 
 
 @attrs.define

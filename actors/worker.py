@@ -37,6 +37,7 @@ from .protocol import (
     Finished,
     GetResult,
     Run,
+    RunEnded,
     StoreRequest,
     StoreResult,
     WorkerReady,
@@ -92,8 +93,11 @@ class WorkerActor(Actor[WorkerRequest]):
         self._pending: collections.deque[Run] = collections.deque()
         self._idle: list[trio.lowlevel.Task] = []  # runners asleep in _wait_for_a_run
         self._waking = 0  # runners woken that have not yet looked at _pending
+        self._ended: list[RunEnded] = []  # for the broker, at the reporter's next turn
+        self._reporter_asleep: trio.lowlevel.Task | None = None
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
+        self.nursery.start_soon(self._reporter)
         await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
 
     async def receive(self, message: WorkerRequest) -> None:
@@ -128,7 +132,28 @@ class WorkerActor(Actor[WorkerRequest]):
         if scope.cancel_called:
             self.nursery.start_soon(self._runner)
         if scope.cancelled_caught and run is not None:
-            await self.broker_ref.tell(Finished(run.message.task_id, self.worker_id, "aborted"))
+            self._run_ended(RunEnded(run.message.task_id, "aborted"))
+
+    def _run_ended(self, ended: RunEnded) -> None:
+        self._ended.append(ended)
+        if self._reporter_asleep is not None:
+            trio.lowlevel.reschedule(self._reporter_asleep)
+            self._reporter_asleep = None
+
+    async def _reporter(self) -> None:
+        """Tell the broker how runs ended: all that ended since its last turn in one
+        message. Runs that never block end many to a turn (see ``_wake_runners``)."""
+
+        def cancelled(_: object) -> trio.lowlevel.Abort:
+            self._reporter_asleep = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            if not self._ended:
+                self._reporter_asleep = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(cancelled)
+            ended, self._ended = self._ended, []
+            await self.broker_ref.tell(Finished(self.worker_id, ended))
 
     def _wake_runners(self, woken_by_runner: bool) -> None:
         """Wake idle runners for the runs waiting, in case the current one blocks.
@@ -183,14 +208,8 @@ class WorkerActor(Actor[WorkerRequest]):
         """Store the result (unless the run asked to run again) and tell the broker."""
         task_id = run.message.task_id
         if control.rerun is not None:
-            await self.broker_ref.tell(
-                Finished(
-                    task_id,
-                    self.worker_id,
-                    "again",
-                    delay=control.rerun.delay,
-                    labels=control.rerun.labels,
-                )
+            self._run_ended(
+                RunEnded(task_id, "again", delay=control.rerun.delay, labels=control.rerun.labels)
             )
             return
         ttl = as_seconds(run.message.labels.get("ttl"))
@@ -198,8 +217,7 @@ class WorkerActor(Actor[WorkerRequest]):
         if result is not None:
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
-        is_err = result is None or result.is_err
-        await self.broker_ref.tell(Finished(task_id, self.worker_id, "done", is_err=is_err))
+        self._run_ended(RunEnded(task_id, "done", is_err=result is None or result.is_err))
 
     def _message_of(self, run: Run) -> TaskiqMessage:
         return TaskiqMessage(
