@@ -52,6 +52,7 @@ from .protocol import (
     Inspect,
     Run,
     RunEnded,
+    Runs,
     StoreRequest,
     StoreResult,
     Tick,
@@ -266,11 +267,13 @@ class BrokerActor(Actor[BrokerRequest]):
         return best
 
     async def _dispatch(self) -> None:
+        """Hand ready tasks to workers with room, each worker's share in one message."""
         queue = self.queue
+        handed: dict[str, list[Run]] = {}
         while queue.has_ready():
             free = self._free_worker()
             if free is None:
-                return
+                break
             worker_id, slot = free
             record = queue.pop_ready()
             assert record is not None
@@ -281,7 +284,10 @@ class BrokerActor(Actor[BrokerRequest]):
             record.tries += 1
             record.worker_id = worker_id
             slot.running.add(record.task_id)
-            await slot.ref.tell(Run(record.message, record.tries, record.enqueue_time))
+            run = Run(record.message, record.tries, record.enqueue_time)
+            handed.setdefault(worker_id, []).append(run)
+        for worker_id, runs in handed.items():
+            await self.state.workers[worker_id].ref.tell(Runs(runs))
 
     async def _finished(self, message: Finished) -> None:
         slot = self.state.workers.get(message.worker_id)

@@ -27,6 +27,7 @@ __all__ = [
     "Inspect",
     "Run",
     "RunEnded",
+    "Runs",
     "StoreRequest",
     "StoreResult",
     "Tick",
@@ -126,13 +127,21 @@ class Run:
 
 
 @attrs.define
+class Runs:
+    """Run these tasks, in order: all the broker hands this worker in one round, so a
+    burst of tasks costs the worker one message."""
+
+    runs: list[Run]
+
+
+@attrs.define
 class CancelRun:
     """Cancel the run of this task (an abort)."""
 
     task_id: str
 
 
-WorkerRequest = Run | CancelRun
+WorkerRequest = Runs | CancelRun
 
 # To the result store -------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from .protocol import (
     GetResult,
     Run,
     RunEnded,
+    Runs,
     StoreRequest,
     StoreResult,
     WorkerReady,
@@ -101,8 +102,8 @@ class WorkerActor(Actor[WorkerRequest]):
         await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
 
     async def receive(self, message: WorkerRequest) -> None:
-        if isinstance(message, Run):
-            self._pending.append(message)
+        if isinstance(message, Runs):
+            self._pending.extend(message.runs)
             if not self._waking and self._idle:
                 self._waking = 1
                 trio.lowlevel.reschedule(self._idle.pop(), outcome.Value(False))

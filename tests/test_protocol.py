@@ -1,0 +1,149 @@
+"""The broker and the worker actors, each with an actor in the other's place that records
+what it is told: how many messages a burst of tasks costs, and in what order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from actors import InMemoryBroker, Node, TaskiqMessage
+from actors.broker import BrokerActor, BrokerState
+from actors.protocol import (
+    Enqueue,
+    Finished,
+    GetResult,
+    Run,
+    RunEnded,
+    Runs,
+    WorkerReady,
+)
+from actors.result import TaskiqResult, utc_now
+from actors.results import ResultStore
+from actors.runtime import Actor, ActorRef
+from actors.worker import WorkerActor
+
+
+class Recorder(Actor[Any]):
+    def __init__(self, told: list[Any]) -> None:
+        self.told = told
+
+    async def receive(self, message: Any) -> None:
+        self.told.append(message)
+
+
+def _message(task_name: str, task_id: str, **labels: Any) -> TaskiqMessage:
+    return TaskiqMessage(task_id=task_id, task_name=task_name, labels=labels)
+
+
+# The worker, told by a recorder in the broker's place ------------------------------------
+
+
+@attrs.define
+class WorkerSetup:
+    broker: InMemoryBroker
+    told: list[Any]
+    worker: ActorRef[Any]
+    store: ActorRef[Any]
+    release: trio.Event
+
+    def run(self, task_name: str, task_id: str) -> Runs:
+        message = self.broker.formatter.dumps(_message(task_name, task_id))
+        return Runs([Run(message, 1, utc_now())])
+
+    def ended(self) -> list[tuple[str, str]]:
+        """(task id, outcome) of every run the broker was told of, in order."""
+        finished = [message for message in self.told if isinstance(message, Finished)]
+        return [(ended.task_id, ended.outcome) for message in finished for ended in message.runs]
+
+
+@pytest.fixture
+async def worker_setup() -> AsyncIterator[WorkerSetup]:
+    broker = InMemoryBroker()
+    release = trio.Event()
+
+    @broker.task("quick")
+    async def quick() -> str:
+        return "quick"
+
+    @broker.task("held")
+    async def held() -> str:
+        await release.wait()
+        return "held"
+
+    told: list[Any] = []
+    async with Node.open("t") as node:
+        stand_in = await node.spawn(lambda: Recorder(told))
+        store = await node.spawn(lambda: ResultStore(broker.result_backend))
+        worker = await node.spawn(
+            lambda: WorkerActor(broker, stand_in, store, "w", 30, trio.CapacityLimiter(1))
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert told == [WorkerReady(worker, "w", 30)]
+        yield WorkerSetup(broker, told, worker, store, release)
+
+
+async def test_a_burst_of_short_runs_is_reported_in_one_message(
+    worker_setup: WorkerSetup,
+) -> None:
+    ids = [f"t{index}" for index in range(30)]
+    for task_id in ids:
+        await worker_setup.worker.tell(worker_setup.run("quick", task_id))
+    await trio.testing.wait_all_tasks_blocked()
+    assert worker_setup.ended() == [(task_id, "done") for task_id in ids]
+    assert sum(isinstance(message, Finished) for message in worker_setup.told) == 1
+    result = await worker_setup.store.ask(GetResult("t29"))
+    assert isinstance(result, TaskiqResult) and result.return_value == "quick"
+
+
+async def test_a_blocked_run_does_not_hold_back_the_report_of_an_ended_one(
+    worker_setup: WorkerSetup,
+) -> None:
+    await worker_setup.worker.tell(worker_setup.run("quick", "first"))
+    await worker_setup.worker.tell(worker_setup.run("held", "second"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert worker_setup.ended() == [("first", "done")]
+    worker_setup.release.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert worker_setup.ended() == [("first", "done"), ("second", "done")]
+
+
+# The broker, with a recorder in a worker's place -----------------------------------------
+
+
+async def test_room_freed_together_is_handed_out_in_one_message_by_priority() -> None:
+    broker = InMemoryBroker()
+    told: list[Any] = []
+    async with Node.open("t") as node:
+        store = await node.spawn(lambda: ResultStore(broker.result_backend))
+        actor = await node.spawn(
+            lambda: BrokerActor(BrokerState(), store, broker.formatter, utc_now)
+        )
+        stand_in = await node.spawn(lambda: Recorder(told))
+        await actor.tell(WorkerReady(stand_in, "w", 3))
+
+        async def kick(task_id: str, priority: int = 0) -> None:
+            message = _message("any", task_id, priority=priority)
+            await actor.tell(Enqueue(broker.formatter.dumps(message)))
+
+        for task_id in ("a", "b", "c"):
+            await kick(task_id)
+            await trio.testing.wait_all_tasks_blocked()
+        # Kicked while the worker has room: each is handed out at once.
+        assert [[run.message.task_id for run in runs.runs] for runs in told] == [
+            ["a"],
+            ["b"],
+            ["c"],
+        ]
+        for task_id, priority in (("low", 0), ("high", 9), ("mid", 5), ("lowest", -1)):
+            await kick(task_id, priority)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(told) == 3  # no room: they wait
+        await actor.tell(Finished("w", [RunEnded(task_id, "done") for task_id in "abc"]))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(told) == 4
+        assert [run.message.task_id for run in told[3].runs] == ["high", "mid", "low"]
