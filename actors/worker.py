@@ -104,9 +104,7 @@ class WorkerActor(Actor[WorkerRequest]):
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Runs):
             self._pending.extend(message.runs)
-            if not self._waking and self._idle:
-                self._waking = 1
-                trio.lowlevel.reschedule(self._idle.pop(), outcome.Value(False))
+            self._wake_runners(1, by_runner=False)
         else:
             scope = self._scopes.get(message.task_id)
             if scope is not None:
@@ -126,8 +124,9 @@ class WorkerActor(Actor[WorkerRequest]):
                 while not self._pending:
                     woken_by_runner = await self._wait_for_a_run()
                 run = self._pending.popleft()
-                if self._pending:
-                    self._wake_runners(woken_by_runner)
+                if self._pending:  # in case this run blocks: see _wake_runners
+                    wanted = min(len(self._pending), self._waking + 2) if woken_by_runner else 1
+                    self._wake_runners(wanted, by_runner=True)
                 if await in_context(self._run(run, scope), base.copy()):
                     break  # an abort came as the run ended: retire this runner anyway
         if scope.cancel_called:
@@ -156,18 +155,18 @@ class WorkerActor(Actor[WorkerRequest]):
             ended, self._ended = self._ended, []
             await self.broker_ref.tell(Finished(self.worker_id, ended))
 
-    def _wake_runners(self, woken_by_runner: bool) -> None:
-        """Wake idle runners for the runs waiting, in case the current one blocks.
+    def _wake_runners(self, wanted: int, *, by_runner: bool) -> None:
+        """Have ``wanted`` runners on their way to the waiting runs, counting those woken.
 
-        One at a time at first: runs that never block are then taken one after another by
-        the same runner, and the runner it woke finds nothing left. A runner woken by
-        another that still finds runs waiting knows that one blocked, so it wakes two:
-        the runners on their way double each round, until every waiting run has one.
+        A runner that takes a run while more wait wakes one other first, in case its run
+        blocks: runs that never block are then taken one after another by the same
+        runner, and the one it woke finds nothing left. A runner woken by another that
+        still finds runs waiting knows that one blocked, so it wakes two: the runners on
+        their way double each round, until every waiting run has one.
         """
-        wanted = min(len(self._pending), self._waking + 2) if woken_by_runner else 1
         while self._waking < wanted and self._idle:
             self._waking += 1
-            trio.lowlevel.reschedule(self._idle.pop(), outcome.Value(True))
+            trio.lowlevel.reschedule(self._idle.pop(), outcome.Value(by_runner))
 
     async def _wait_for_a_run(self) -> bool:
         """Sleep until woken; True if another runner woke this one.
