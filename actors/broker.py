@@ -53,6 +53,7 @@ from .protocol import (
     Run,
     RunEnded,
     Runs,
+    Status,
     StoreRequest,
     StoreResult,
     Tick,
@@ -154,6 +155,9 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = await self._abort(message.task_id)
         elif isinstance(message, Inspect):
             answer = self._inspect(message.task_id)
+        elif isinstance(message, Status):
+            record = self.queue.live(message.task_id)
+            answer = None if record is None else record.phase.status
         else:
             self._drain()
         return answer
@@ -837,9 +841,10 @@ class InMemoryBroker(AsyncBroker):
         return result  # type: ignore[no-any-return]
 
     async def task_status(self, task_id: str) -> TaskStatus:
-        info = await self.task_info(task_id)
-        if info is not None:
-            return info.status
+        broker, _ = self._actors()
+        status = await broker.ask(Status(task_id))
+        if isinstance(status, TaskStatus):
+            return status
         if await self.result_backend.is_result_ready(task_id):
             return TaskStatus.DONE
         return TaskStatus.NOT_FOUND

@@ -28,6 +28,7 @@ __all__ = [
     "Run",
     "RunEnded",
     "Runs",
+    "Status",
     "StoreRequest",
     "StoreResult",
     "Tick",
@@ -108,11 +109,19 @@ class Inspect:
 
 
 @attrs.define
+class Status:
+    """The reply is the ``TaskStatus`` of a live task, or None: ``Inspect`` without
+    decoding the task's arguments."""
+
+    task_id: str
+
+
+@attrs.define
 class Drain:
     """The reply comes once no task kicked so far is still live."""
 
 
-BrokerRequest = Enqueue | WorkerReady | Finished | Tick | Abort | Inspect | Drain
+BrokerRequest = Enqueue | WorkerReady | Finished | Tick | Abort | Inspect | Status | Drain
 
 # To a worker ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from actors import (
     AsyncTaskiqTask,
     DependencyFailedError,
     InMemoryBroker,
+    JSONSerializer,
     ResultGetError,
     TaskAbortedError,
     TaskExpiredError,
@@ -85,6 +86,33 @@ async def test_abort_a_queued_task(broker: InMemoryBroker) -> None:
     assert ran == []
     assert await handle.status() is TaskStatus.DONE
     assert await handle.abort() is False  # already ended
+
+
+class CountingSerializer(JSONSerializer):
+    def __init__(self) -> None:
+        self.decoded = 0
+
+    def loadb(self, data: bytes) -> Any:
+        self.decoded += 1
+        return super().loadb(data)
+
+
+async def test_status_does_not_decode_the_arguments(autojump_clock: Any) -> None:
+    serializer = CountingSerializer()
+    broker = InMemoryBroker().with_serializer(serializer)
+
+    @broker.task
+    async def later(payload: list[int]) -> None:
+        pass
+
+    async with broker:
+        handle = await later.kicker().with_delay(10).kiq(list(range(1000)))
+        decoded = serializer.decoded
+        assert await handle.status() is TaskStatus.SCHEDULED
+        assert serializer.decoded == decoded
+        info = await handle.info()
+        assert info is not None and info.args == (list(range(1000)),)
+        await handle.abort()
 
 
 async def test_abort_a_scheduled_task(broker: InMemoryBroker, autojump_clock: Any) -> None:
