@@ -1,8 +1,9 @@
 """The worker: runs tasks on a pool of runners, one per unit of capacity.
 
 It announces its capacity to the broker, runs every task it is handed on one of its
-runners (long-lived tasks), stores the result through the result store, and tells the
-broker how the run ended. Sync tasks run in a bounded thread pool; an aborted one is
+runners (long-lived tasks), stores the result through the result store, and has a
+reporter task tell the broker how runs ended (all that ended together in one message).
+Sync tasks run in a bounded thread pool; an aborted one is
 abandoned and its result ignored. Dependency injection is taskiq-dependencies, as in
 taskiq.
 """
