@@ -3,9 +3,8 @@
 It announces its capacity to the broker, runs every task it is handed on one of its
 runners (long-lived tasks), stores the result through the result store, and has a
 reporter task tell the broker how runs ended (all that ended together in one message).
-Sync tasks run in a bounded thread pool; an aborted one is
-abandoned and its result ignored. Dependency injection is taskiq-dependencies, as in
-taskiq.
+Sync tasks run in a bounded thread pool; an aborted one is abandoned and its result
+ignored. Dependency injection is taskiq-dependencies, as in taskiq.
 """
 
 from __future__ import annotations
