@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import logging
 import math
 import os
 import uuid
@@ -82,7 +81,6 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-log = logging.getLogger("actors.broker")
 
 WallClock = Callable[[], pendulum.DateTime]
 

@@ -49,10 +49,6 @@ class Phase(enum.Enum):
     def status(self) -> TaskStatus:
         return _STATUS[self]
 
-    @property
-    def finished(self) -> bool:
-        return not TRANSITIONS[self]
-
 
 _STATUS = {
     Phase.WAITING: TaskStatus.SCHEDULED,

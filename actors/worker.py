@@ -13,7 +13,6 @@ import collections
 import contextvars
 import functools
 import inspect
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from .broker import AsyncBroker
 
 __all__ = ["WorkerActor", "maybe_await"]
-
-log = logging.getLogger("actors.worker")
 
 
 async def maybe_await(value: Any) -> Any:

@@ -7,7 +7,6 @@ which owns the mailbox and the ref so both outlive restarts of the actor instanc
 
 from __future__ import annotations
 
-import logging
 import types
 import typing
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["Actor", "ActorCell"]
 
 M = TypeVar("M")
-log = logging.getLogger("actors.runtime")
 #: Messages an actor handles back to back before it lets other tasks run.
 _BATCH = 64
 
