@@ -10,6 +10,8 @@ __all__ = ["EventHandler", "TaskiqEvents", "TaskiqState"]
 
 
 class TaskiqEvents(enum.Enum):
+    """When broker event handlers run (``broker.on_event(...)``), as in taskiq."""
+
     WORKER_STARTUP = "worker_startup"
     WORKER_SHUTDOWN = "worker_shutdown"
     CLIENT_STARTUP = "client_startup"

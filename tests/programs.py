@@ -19,9 +19,9 @@ def program_env(*import_paths: Path) -> dict[str, str]:
     return env
 
 
-def run_example(name: str, *args: str, timeout: float = 60) -> str:
-    """Run ``python examples/NAME.py ARGS`` from the repository root; it must succeed."""
-    done = subprocess.run(
+def run_program(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python examples/NAME.py ARGS`` from the repository root."""
+    return subprocess.run(
         [sys.executable, str(Path("examples") / f"{name}.py"), *args],
         cwd=ROOT,
         env=program_env(),
@@ -30,6 +30,11 @@ def run_example(name: str, *args: str, timeout: float = 60) -> str:
         timeout=timeout,
         check=False,
     )
+
+
+def run_example(name: str, *args: str, timeout: float = 60) -> str:
+    """Run an example that must succeed; its standard output."""
+    done = run_program(name, *args, timeout=timeout)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     assert "Traceback" not in done.stderr, done.stderr
     return done.stdout

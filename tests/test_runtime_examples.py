@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import trio
-
-from .programs import ROOT
-
-EXAMPLES = ROOT / "examples"
+from .programs import run_example, run_program
 
 
-async def run_example(name: str, *args: str) -> tuple[int, str, str]:
-    with trio.fail_after(30):
-        result: subprocess.CompletedProcess[bytes] = await trio.run_process(
-            [sys.executable, str(EXAMPLES / name), *args],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=EXAMPLES.parent,
-        )
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
-
-
-async def test_supervised_crash() -> None:
-    code, out, err = await run_example("supervised_crash.py")
-    assert code == 0, err
+def test_supervised_crash() -> None:
+    done = run_program("supervised_crash")  # its log shows crashes: stderr is checked below
+    assert done.returncode == 0, done.stderr
+    out, err = done.stdout, done.stderr
     assert out.splitlines() == [
         "flaky #1 started",
         "count is 2",
@@ -46,9 +28,8 @@ async def test_supervised_crash() -> None:
     assert "child 'workers' crashed: SupervisorFailedError" in err
 
 
-async def test_one_for_all() -> None:
-    code, out, err = await run_example("one_for_all.py")
-    assert code == 0, err
+def test_one_for_all() -> None:
+    out = run_example("one_for_all")
     assert out.splitlines() == [
         "  reader started in session 1",
         "  parser started in session 1",
@@ -67,9 +48,8 @@ async def test_one_for_all() -> None:
     ]
 
 
-async def test_ping_pong_across_two_processes() -> None:
-    code, out, err = await run_example("ping_pong.py", "--rounds", "7")
-    assert code == 0, err
+def test_ping_pong_across_two_processes() -> None:
+    out = run_example("ping_pong", "--rounds", "7")
     lines = out.splitlines()
     # Two processes share the terminal: check each side's lines in its own order.
     ping = [line for line in lines if line.startswith("ping: ")]
@@ -82,7 +62,7 @@ async def test_ping_pong_across_two_processes() -> None:
     assert pong == ["pong: linked to 'ping'", "pong: bye after 7 of 7 rounds"]
 
 
-async def test_ping_pong_pong_side_needs_a_port() -> None:
-    code, _, err = await run_example("ping_pong.py", "pong")
-    assert code == 2
-    assert "pong needs --port" in err
+def test_ping_pong_pong_side_needs_a_port() -> None:
+    done = run_program("ping_pong", "pong")
+    assert done.returncode == 2
+    assert "pong needs --port" in done.stderr

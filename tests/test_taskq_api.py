@@ -509,7 +509,7 @@ async def test_sync_tasks_run_in_a_bounded_thread_pool() -> None:
     broker = InMemoryBroker(sync_tasks_pool_size=2)
     lock = threading.Lock()
     running = peak = 0
-    gate = threading.Event()
+    pair = threading.Barrier(2, timeout=5)  # two threads must be inside at once
 
     @broker.task
     def blocking(index: int) -> str:
@@ -517,7 +517,7 @@ async def test_sync_tasks_run_in_a_bounded_thread_pool() -> None:
         with lock:
             running += 1
             peak = max(peak, running)
-        gate.wait(timeout=0.05)
+        pair.wait()
         with lock:
             running -= 1
         return threading.current_thread().name

@@ -184,23 +184,24 @@ async def test_sending_a_frame_over_own_limit_closes_the_link(
     server = net.make("server")
     client = net.make("client", max_frame=100)
     ended: list[int] = []
+    closed = trio.Event()
 
     async def handler(link: Link) -> None:
         try:
             await link.receive()
         except LinkClosed as exc:
             ended.append(exc.code)
+            closed.set()
             raise
 
     address = await nursery.start(server.serve, net.listen_at, handler)
     async with client.connect(address) as link:
-        with trio.fail_after(5), pytest.raises(LinkClosed) as closed:
+        with trio.fail_after(5), pytest.raises(LinkClosed) as refused:
             await link.send(b"x" * 101)
-        assert closed.value.code == 1009
+        assert refused.value.code == 1009
         assert link.state is LinkState.CLOSED
     with trio.fail_after(5):
-        while not ended:
-            await trio.sleep(0.01)
+        await closed.wait()
     assert ended == [1009]
 
 
@@ -315,26 +316,28 @@ async def test_error_in_the_block_propagates_bare_and_closes_the_link(
 ) -> None:
     server, client = net.pair()
     ended: list[int] = []
+    closed = trio.Event()
 
     async def handler(link: Link) -> None:
         try:
             await link.receive()
         except LinkClosed as exc:
             ended.append(exc.code)
+            closed.set()
 
     address = await nursery.start(server.serve, net.listen_at, handler)
     with trio.fail_after(5), pytest.raises(KeyError, match="boom"):
         async with client.connect(address):
             raise KeyError("boom")
     with trio.fail_after(5):
-        while not ended:
-            await trio.sleep(0.01)
+        await closed.wait()
     assert ended == [1000]
 
 
 async def test_cancelled_block_closes_the_link(net: Net, nursery: trio.Nursery) -> None:
     server, client = net.pair()
     ended: list[int] = []
+    closed = trio.Event()
 
     async def handler(link: Link) -> None:
         await link.send(b"hello")
@@ -342,6 +345,7 @@ async def test_cancelled_block_closes_the_link(net: Net, nursery: trio.Nursery) 
             await link.receive()
         except LinkClosed as exc:
             ended.append(exc.code)
+            closed.set()
 
     address = await nursery.start(server.serve, net.listen_at, handler)
     with trio.fail_after(5):
@@ -351,6 +355,5 @@ async def test_cancelled_block_closes_the_link(net: Net, nursery: trio.Nursery) 
                 scope.cancel()
                 await trio.sleep_forever()
         assert scope.cancelled_caught
-        while not ended:
-            await trio.sleep(0.01)
+        await closed.wait()
     assert len(ended) == 1  # a graceful close is not promised under cancellation
