@@ -8,16 +8,11 @@ from zoneinfo import ZoneInfo
 import pendulum
 import pytest
 from hypothesis import given, strategies as st
+from pendulum import datetime as utc  # its default zone is UTC
 
 from actors.cron import next_fire, validate, zone_of
 
 UTC = pendulum.UTC
-
-
-def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
-) -> pendulum.DateTime:
-    return pendulum.datetime(year, month, day, hour, minute, second, tz="UTC")
 
 
 def fires(expression: str, after: dt.datetime, count: int, zone: str | None = None) -> list[str]:

@@ -15,7 +15,6 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -35,8 +34,9 @@ from actors import (
 from actors.runtime import RemoteRef
 from transports import HandshakeError, LinkClosed, WebSocketTransport
 
+from .programs import ROOT, program_env
+
 SECRET = "remote test secret"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @attrs.frozen
@@ -181,7 +181,10 @@ class Lines:
 async def peer_process(*args: str) -> AsyncIterator[tuple[trio.Process, Lines]]:
     """The peer script in a subprocess; killed (if still alive) and reaped on exit."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-c", PEER_SCRIPT, *args], stdout=subprocess.PIPE, cwd=ROOT
+        [sys.executable, "-c", PEER_SCRIPT, *args],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=program_env(),
     )
     assert process.stdout is not None
     try:
@@ -191,6 +194,14 @@ async def peer_process(*args: str) -> AsyncIterator[tuple[trio.Process, Lines]]:
             process.kill()
             await process.wait()
             await process.stdout.aclose()
+
+
+async def ask_and_record(ref: Any, message: Any, failures: list[BaseException]) -> None:
+    """Ask, and keep the error the ask ends with."""
+    try:
+        await ref.ask(message, timeout=60)
+    except Exception as exc:
+        failures.append(exc)
 
 
 @asynccontextmanager
@@ -454,16 +465,9 @@ async def test_killed_peer_process_fails_asks_in_flight_and_later_tells() -> Non
 
                 failures: list[BaseException] = []
                 async with trio.open_nursery() as nursery:
-
-                    async def ask_and_record() -> None:
-                        try:
-                            await ref.ask(Hold(), timeout=60)
-                        except Exception as exc:
-                            failures.append(exc)
-
-                    nursery.start_soon(ask_and_record)
+                    nursery.start_soon(ask_and_record, ref, Hold(), failures)
                     assert await lines.next() == "holding"  # the ask is in the peer's hands
-                    nursery.start_soon(ask_and_record)  # waits in the peer's mailbox
+                    nursery.start_soon(ask_and_record, ref, Hold(), failures)  # queued there
                     await ref.tell(Echo("queued behind the hold"))
                     process.send_signal(signal.SIGKILL)
                     with trio.fail_after(3):
@@ -493,17 +497,10 @@ async def test_frozen_peer_is_dropped_by_the_heartbeat() -> None:
                 await server.wait_for_peer("peer", timeout=10)
                 ref = server.ref("holder", node="peer")
                 assert await ref.ask(Echo("hello")) == Echo("HELLO")
+                failures: list[BaseException] = []
                 async with trio.open_nursery() as nursery:
-                    failures: list[BaseException] = []
-
-                    async def ask_and_record() -> None:
-                        try:
-                            await ref.ask(Echo("never answered"), timeout=60)
-                        except Exception as exc:
-                            failures.append(exc)
-
                     process.send_signal(signal.SIGSTOP)
-                    nursery.start_soon(ask_and_record)
+                    nursery.start_soon(ask_and_record, ref, Echo("never answered"), failures)
                     with trio.fail_after(3):
                         await server.wait_for_peer_lost("peer")
                 assert len(failures) == 1

@@ -11,6 +11,7 @@ from typing import Any
 import pendulum
 import pytest
 import trio
+from pendulum import datetime as utc  # its default zone is UTC
 
 from actors.backends.schedules import (
     InMemoryScheduleSource,
@@ -25,13 +26,6 @@ from actors.schedules import (
     ScheduleSource,
 )
 from actors.serializers import JSONSerializer
-
-
-def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
-) -> pendulum.DateTime:
-    return pendulum.datetime(year, month, day, hour, minute, second, tz="UTC")
-
 
 # ScheduledTask --------------------------------------------------------------------------
 

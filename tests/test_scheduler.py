@@ -25,6 +25,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from pendulum import datetime as utc  # its default zone is UTC
 
 from actors.backends.schedules import (
     InMemoryScheduleSource,
@@ -41,12 +42,6 @@ from .programs import program_env, run_example
 
 _T = TypeVar("_T")
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
-
-
-def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
-) -> pendulum.DateTime:
-    return pendulum.datetime(year, month, day, hour, minute, second, tz="UTC")
 
 
 class Wall:
