@@ -37,7 +37,7 @@ from .exceptions import (
 )
 from .formatter import TaskiqFormatter
 from .lifecycle import Phase, TaskInfo, TaskStatus
-from .middlewares import TaskiqMiddleware
+from .middlewares import TaskiqMiddleware, maybe_await
 from .protocol import (
     Abort,
     BrokerMessage,
@@ -66,7 +66,7 @@ from .results import ResultStore
 from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
-from .worker import WorkerActor, maybe_await
+from .worker import WorkerActor
 
 __all__ = [
     "AsyncBroker",

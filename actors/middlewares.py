@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -13,9 +14,16 @@ from .result import TaskiqMessage, TaskiqResult
 if TYPE_CHECKING:
     from .broker import AsyncBroker
 
-__all__ = ["SimpleRetryMiddleware", "SmartRetryMiddleware", "TaskiqMiddleware"]
+__all__ = ["SimpleRetryMiddleware", "SmartRetryMiddleware", "TaskiqMiddleware", "maybe_await"]
 
 RETRIES_LABEL = "_retries"
+
+
+async def maybe_await(value: Any) -> Any:
+    """Hooks and handlers may be sync or async, as in taskiq."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 class TaskiqMiddleware:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import inspect
 import logging
 import math
 import uuid
@@ -42,6 +41,7 @@ import attrs
 import pendulum
 import trio
 
+from .middlewares import maybe_await
 from .runtime import Actor, ActorRef, ChildSpec, Node, Supervisor, exponential_backoff
 from .schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
 from .tasks import AsyncKicker, AsyncTaskiqDecoratedTask
@@ -284,7 +284,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
             if not await source.claim(task, due):
                 log.debug("schedule %r due %s was claimed elsewhere", task.schedule_id, due)
                 return
-            await _maybe_await(source.pre_send(task))
+            await maybe_await(source.pre_send(task))
         except ScheduledTaskCancelledError:
             log.info("schedule %r due %s cancelled by its source", task.schedule_id, due)
             return
@@ -306,16 +306,9 @@ class SchedulerActor(Actor[SchedulerRequest]):
             return
         self.scheduler.kicked += 1
         try:
-            await _maybe_await(source.post_send(task))
+            await maybe_await(source.post_send(task))
         except Exception:
             log.exception("schedule %r: post_send of %r failed", task.schedule_id, source)
-
-
-async def _maybe_await(value: Any) -> Any:
-    """taskiq lets source hooks be sync or async."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 class TaskiqScheduler:

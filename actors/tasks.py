@@ -21,7 +21,7 @@ from taskiq_dependencies.dependency import Dependency
 
 from .exceptions import TaskiqResultTimeoutError
 from .lifecycle import TaskInfo, TaskStatus
-from .result import TaskiqMessage, TaskiqResult, TaskProgress
+from .result import TaskiqMessage, TaskiqResult, TaskProgress, as_seconds
 
 if TYPE_CHECKING:
     from .broker import AsyncBroker
@@ -195,8 +195,7 @@ class AsyncKicker(Generic[P, R]):
 
     def with_delay(self, delay: float | pendulum.Duration) -> AsyncKicker[P, R]:
         """Queue the task only after ``delay`` (seconds or a Duration)."""
-        seconds = delay.total_seconds() if isinstance(delay, pendulum.Duration) else delay
-        self.labels["delay"] = float(seconds)
+        self.labels["delay"] = as_seconds(delay)
         return self
 
     def with_schedule(self, when: datetime) -> AsyncKicker[P, R]:

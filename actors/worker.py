@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from .exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
-from .middlewares import FINAL_ERRORS
+from .middlewares import FINAL_ERRORS, maybe_await
 from .protocol import (
     BrokerRequest,
     Finished,
@@ -50,14 +49,7 @@ from .runtime.contexts import in_context
 if TYPE_CHECKING:
     from .broker import AsyncBroker
 
-__all__ = ["WorkerActor", "maybe_await"]
-
-
-async def maybe_await(value: Any) -> Any:
-    """Hooks and handlers may be sync or async, as in taskiq."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
+__all__ = ["WorkerActor"]
 
 
 #: Result label marking a tuple return value (serializers turn tuples into lists).
