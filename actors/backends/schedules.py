@@ -16,9 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sqlite3
 import time as _time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pendulum
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryScheduleSource", "LabelScheduleSource", "SqliteScheduleSource"]
 
 log = logging.getLogger("actors.scheduler")
+
+_T = TypeVar("_T")
 
 
 class LabelScheduleSource(ScheduleSource):
@@ -209,10 +212,14 @@ class SqliteScheduleSource(ScheduleSource):
         self.claim_retention = claim_retention
         self._clock = clock
 
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Every statement goes through here (the scheduler's tests run them inline)."""
+        return await self._db.run(fn)
+
     async def startup(self) -> None:
         """Open (or create) the database and drop stale claims of deleted schedules."""
         horizon = int((self._clock() - self.claim_retention) * 1_000_000)
-        await self._db.run(
+        await self._run(
             lambda conn: conn.execute(
                 "DELETE FROM schedule_claims WHERE last_due < ? AND schedule_id NOT IN "
                 "(SELECT schedule_id FROM schedules)",
@@ -224,7 +231,7 @@ class SqliteScheduleSource(ScheduleSource):
         await self._db.close()
 
     async def get_schedules(self) -> list[ScheduledTask]:
-        rows = await self._db.run(
+        rows = await self._run(
             lambda conn: conn.execute(
                 "SELECT schedule_id, data FROM schedules ORDER BY rowid"
             ).fetchall()
@@ -239,7 +246,7 @@ class SqliteScheduleSource(ScheduleSource):
 
     async def add_schedule(self, schedule: ScheduledTask) -> None:
         data = self.serializer.dumpb(schedule.to_dict())
-        await self._db.run(
+        await self._run(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO schedules (schedule_id, data) VALUES (?, ?)",
                 (schedule.schedule_id, data),
@@ -248,7 +255,7 @@ class SqliteScheduleSource(ScheduleSource):
         self.notify_changed()
 
     async def delete_schedule(self, schedule_id: str) -> None:
-        cursor = await self._db.run(
+        cursor = await self._run(
             lambda conn: conn.execute("DELETE FROM schedules WHERE schedule_id = ?", (schedule_id,))
         )
         if cursor.rowcount:
@@ -260,11 +267,11 @@ class SqliteScheduleSource(ScheduleSource):
 
     async def claim(self, task: ScheduledTask, due: dt.datetime) -> bool:
         micros = to_micros(due)
-        cursor = await self._db.run(lambda conn: conn.execute(_CLAIM, (task.schedule_id, micros)))
+        cursor = await self._run(lambda conn: conn.execute(_CLAIM, (task.schedule_id, micros)))
         return cursor.rowcount == 1
 
     async def last_claim(self, task: ScheduledTask) -> pendulum.DateTime | None:
-        row = await self._db.run(
+        row = await self._run(
             lambda conn: conn.execute(
                 "SELECT last_due FROM schedule_claims WHERE schedule_id = ?", (task.schedule_id,)
             ).fetchone()
