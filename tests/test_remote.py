@@ -247,6 +247,18 @@ async def test_tell_and_ask_cross_node_both_ways() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_a_cancelled_remote_tell_sends_nothing() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (_, client):
+            ref = client.ref("counter", node="server")
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await ref.tell(Add(1))
+            assert scope.cancelled_caught
+            await ref.tell(Add(2))
+            assert await ref.ask(Total()) == Summary([2], 0)
+
+
 async def test_remote_errors_reach_the_asker(caplog: pytest.LogCaptureFixture) -> None:
     with trio.fail_after(10):
         async with linked_pair() as (_, client):

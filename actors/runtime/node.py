@@ -329,15 +329,15 @@ class Node:
         return peer
 
     async def _send(self, peer: _Peer, frame: wire.Frame) -> None:
+        # With room in the outbox, queue without a trip through the scheduler, so a busy
+        # sender fills the outbox and the writer sends it as one batch. The cancellation
+        # check comes first, as in a local tell: a cancelled sender sends nothing.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             try:
-                # With room in the outbox, queue without a trip through the scheduler, so
-                # a busy sender fills the outbox and the writer sends it as one batch.
                 peer.outbox.send_nowait(frame)
             except trio.WouldBlock:
                 await peer.outbox.send(frame)
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise PeerLostError(f"link to node {peer.name!r} is closed") from None
 
