@@ -65,6 +65,7 @@ from .result import TaskiqMessage, TaskiqResult, as_seconds, utc_now
 from .results import ResultStore
 from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
+from .service import Service
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
 from .worker import WorkerActor
 
@@ -468,7 +469,7 @@ class BrokerActor(Actor[BrokerRequest]):
 # The brokers users hold ----------------------------------------------------------------
 
 
-class AsyncBroker:
+class AsyncBroker(Service):
     """taskiq's broker API: tasks, builders, events, lifecycle, and the calls handles make.
 
     Subclasses provide the actors (:class:`InMemoryBroker` runs them in this process).
@@ -492,7 +493,6 @@ class AsyncBroker:
         self.cast_types = True
         self.propagate_exceptions = True
         self.is_worker_process = True
-        self._running: contextlib.AsyncExitStack | None = None
 
     # Builders (taskiq's) ---------------------------------------------------------------
 
@@ -599,40 +599,20 @@ class AsyncBroker:
     def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]:
         return dict(self.tasks)
 
-    # Lifecycle -------------------------------------------------------------------------
+    # Lifecycle (startup/shutdown and ``async with`` come from Service) ------------------
 
-    async def __aenter__(self) -> Self:
-        await self.startup()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.shutdown()
-
-    async def startup(self) -> None:
-        """Start the broker's actors; pair with :meth:`shutdown` in the same task."""
-        if self._running is not None:
-            return
-        async with contextlib.AsyncExitStack() as stack:  # undone if a step fails
-            await self.result_backend.startup()
-            stack.push_async_callback(self.result_backend.shutdown)
-            for middleware in self.middlewares:
-                await maybe_await(middleware.startup())
-                stack.push_async_callback(_call_hook, middleware.shutdown)
-            await self._start_actors(stack)
-            for event in self._startup_events():
-                await self._fire(event)
-            self._running = stack.pop_all()
-
-    async def shutdown(self) -> None:
-        """Stop the actors: running tasks are cancelled, the backend is closed."""
-        stack, self._running = self._running, None
-        if stack is None:
-            return
-        try:
-            for event in self._shutdown_events():
-                await self._fire(event)
-        finally:
-            await stack.aclose()
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        """The backend, the middlewares, the actors, then the startup events; shutdown
+        fires the shutdown events, then stops the actors (running tasks are cancelled)
+        and closes the backend."""
+        await self.result_backend.startup()
+        stack.push_async_callback(self.result_backend.shutdown)
+        for middleware in self.middlewares:
+            await maybe_await(middleware.startup())
+            stack.push_async_callback(_call_hook, middleware.shutdown)
+        await self._start_actors(stack)
+        await self._fire(self._startup_events())
+        stack.push_async_callback(self._fire, self._shutdown_events())
 
     def _startup_events(self) -> list[TaskiqEvents]:
         return [TaskiqEvents.CLIENT_STARTUP]
@@ -640,9 +620,10 @@ class AsyncBroker:
     def _shutdown_events(self) -> list[TaskiqEvents]:
         return [TaskiqEvents.CLIENT_SHUTDOWN]
 
-    async def _fire(self, event: TaskiqEvents) -> None:
-        for handler in self.event_handlers[event]:
-            await maybe_await(handler(self.state))
+    async def _fire(self, events: list[TaskiqEvents]) -> None:
+        for event in events:
+            for handler in self.event_handlers[event]:
+                await maybe_await(handler(self.state))
 
     async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
         raise NotImplementedError

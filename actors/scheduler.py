@@ -44,6 +44,7 @@ import trio
 from .middlewares import maybe_await
 from .runtime import Actor, ActorRef, ChildSpec, Node, Supervisor, exponential_backoff
 from .schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
+from .service import Service
 from .tasks import AsyncKicker, AsyncTaskiqDecoratedTask
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
             log.exception("schedule %r: post_send of %r failed", task.schedule_id, source)
 
 
-class TaskiqScheduler:
+class TaskiqScheduler(Service):
     """Kicks tasks on ``broker`` when schedules from ``sources`` come due.
 
     ``async with scheduler:`` runs the scheduler actor (under its own supervisor) for the
@@ -354,7 +355,6 @@ class TaskiqScheduler:
         self._sources = [_SourceState(source) for source in self.sources]
         self._actor_name = f"{self.name}.actor"
         self._running_on: Node | None = None
-        self._running: contextlib.AsyncExitStack | None = None
 
     def now(self) -> pendulum.DateTime:
         """The wall clock, in UTC (the scheduler compares every time in UTC)."""
@@ -372,45 +372,29 @@ class TaskiqScheduler:
             raise RuntimeError("the scheduler is not running: use `async with scheduler:`")
         return self._running_on.ref(self._actor_name)
 
-    async def __aenter__(self) -> Self:
-        await self.startup()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.shutdown()
-
-    async def startup(self) -> None:
-        """Start the actor: sources are started and read before this returns."""
-        if self._running is not None:
-            return
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        """The actor, under a supervisor of its own; sources are started and read before
+        startup returns, and shut down after the actor stops."""
         # A fresh start: due times are computed again (from the sources' claims).
         self._sources = [_SourceState(source) for source in self.sources]
-        async with contextlib.AsyncExitStack() as stack:  # undone if a step fails
-            node = self._node
-            if node is None:
-                node = await stack.enter_async_context(Node.open(self.name))
-            stack.push_async_callback(self._shutdown_sources)
-            actor_name = self._actor_name
+        node = self._node
+        if node is None:
+            node = await stack.enter_async_context(Node.open(self.name))
+        stack.push_async_callback(self._shutdown_sources)
+        actor_name = self._actor_name
 
-            def supervisor() -> Supervisor:
-                return Supervisor(
-                    [ChildSpec(actor_name, lambda: SchedulerActor(self))],
-                    max_restarts=5,
-                    within=10.0,
-                    backoff=exponential_backoff(0.1, 5.0),
-                )
+        def supervisor() -> Supervisor:
+            return Supervisor(
+                [ChildSpec(actor_name, lambda: SchedulerActor(self))],
+                max_restarts=5,
+                within=10.0,
+                backoff=exponential_backoff(0.1, 5.0),
+            )
 
-            await node.spawn_supervisor(supervisor, name=self.name)
-            stack.push_async_callback(node.root.stop_child, self.name)
-            self._running_on = node
-            self._running = stack.pop_all()
-
-    async def shutdown(self) -> None:
-        """Stop the actor, then shut the sources down."""
-        stack, self._running = self._running, None
-        self._running_on = None
-        if stack is not None:
-            await stack.aclose()
+        await node.spawn_supervisor(supervisor, name=self.name)
+        stack.push_async_callback(node.root.stop_child, self.name)
+        self._running_on = node
+        stack.callback(setattr, self, "_running_on", None)
 
     async def run(self) -> NoReturn:
         """Run until cancelled (what ``actors scheduler MODULE:SCHEDULER`` calls)."""
