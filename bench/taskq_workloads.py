@@ -159,7 +159,7 @@ def run_taskiq(workload: str) -> dict[str, Any]:
 
     from taskiq import InMemoryBroker as TaskiqInMemoryBroker
 
-    broker = TaskiqInMemoryBroker(max_stored_results=-1, max_async_tasks=W3_CONCURRENCY)
+    broker = TaskiqInMemoryBroker(max_stored_results=-1)  # it ignores max_async_tasks
     poll = 0.2 if workload == "w2poll" else FAST_POLL
     slots: asyncio.Semaphore | None = None
 

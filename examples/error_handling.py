@@ -2,7 +2,7 @@
 
 Shows the three ways to look at a failed task, as in taskiq's error-handling example:
 
-* ``result.is_err`` / ``result.error``: the exception, rebuilt with its own type;
+* ``result.is_err`` / ``result.error``: the exception the task raised;
 * ``result.raise_for_error()``: raises it (returns the result when there was no error);
 * ``await handle``: the return value, or the task's exception raised at the caller.
 

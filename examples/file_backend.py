@@ -1,7 +1,7 @@
 """A result backend of your own: results kept as JSON files in a directory.
 
-``FileResultBackend`` is the seed's custom backend, ported to trio (``trio.Path`` does
-the file I/O in a worker thread instead of ``aiofiles``). It subclasses
+``FileResultBackend`` is the custom backend from taskiq's API reference, ported to trio
+(``trio.Path`` does the file I/O in a worker thread instead of ``aiofiles``). It subclasses
 ``AsyncResultBackend`` and implements ``set_result``, ``get_result``,
 ``is_result_ready``, ``delete_result`` and the progress pair; ``with_result_backend``
 plugs it into the broker unchanged. The broker's result store actor sits in front of it
