@@ -25,7 +25,7 @@ from actors.protocol import (
 from actors.result import TaskiqResult, utc_now
 from actors.results import ResultStore
 from actors.runtime import Actor, ActorRef
-from actors.worker import WorkerActor
+from actors.worker import SyncThreads, WorkerActor
 
 
 class Recorder(Actor[Any]):
@@ -80,7 +80,7 @@ async def worker_setup() -> AsyncIterator[WorkerSetup]:
         stand_in = await node.spawn(lambda: Recorder(told))
         store = await node.spawn(lambda: ResultStore(broker.result_backend))
         worker = await node.spawn(
-            lambda: WorkerActor(broker, stand_in, store, "w", 30, trio.CapacityLimiter(1))
+            lambda: WorkerActor(broker, stand_in, store, "w", 30, SyncThreads(1))
         )
         await trio.testing.wait_all_tasks_blocked()
         assert told == [WorkerReady(worker, "w", 30)]
