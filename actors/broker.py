@@ -100,6 +100,7 @@ def unique_key(task_name: str, arguments: bytes) -> str:
 class _WorkerSlot:
     ref: ActorRef[WorkerRequest]
     capacity: int
+    incarnation: int
     running: set[str] = attrs.field(factory=set)
 
 
@@ -250,7 +251,9 @@ class BrokerActor(Actor[BrokerRequest]):
 
     async def _worker_ready(self, message: WorkerReady) -> None:
         previous = self.state.workers.get(message.worker_id)
-        self.state.workers[message.worker_id] = _WorkerSlot(message.worker, message.capacity)
+        self.state.workers[message.worker_id] = _WorkerSlot(
+            message.worker, message.capacity, message.incarnation
+        )
         if previous is not None:
             # The worker restarted: what it was running is delivered again, unless it
             # was being aborted (its cancel may have been lost with the old worker).
@@ -295,7 +298,8 @@ class BrokerActor(Actor[BrokerRequest]):
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
-            await self.state.workers[worker_id].ref.tell(Runs(runs))
+            slot = self.state.workers[worker_id]
+            await slot.ref.tell(Runs(runs, slot.incarnation))
 
     async def _finished(self, message: Finished) -> None:
         slot = self.state.workers.get(message.worker_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
+import itertools
 import logging
 import math
 import time
@@ -56,6 +57,8 @@ __all__ = ["SyncThreads", "WorkerActor"]
 log = logging.getLogger("actors.worker")
 
 T = TypeVar("T")
+
+_incarnations = itertools.count(1)
 
 #: Result label marking a tuple return value (serializers turn tuples into lists).
 RETURNED_TUPLE = "returned_tuple"
@@ -110,6 +113,7 @@ class WorkerActor(Actor[WorkerRequest]):
         self.capacity = capacity
         self.mailbox_size = 2 * capacity + 16  # runs are credit-bounded; cancels are few
         self.sync_threads = sync_threads
+        self.incarnation = next(_incarnations)  # a restart builds a new instance
         self._scopes: dict[str, trio.CancelScope] = {}
 
     async def started(self) -> None:
@@ -123,10 +127,14 @@ class WorkerActor(Actor[WorkerRequest]):
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         self.nursery.start_soon(self._reporter)
-        await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
+        await self.broker_ref.tell(
+            WorkerReady(self.ref, self.worker_id, self.capacity, self.incarnation)
+        )
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Runs):
+            if message.incarnation != self.incarnation:
+                return  # meant for this worker before it restarted (see Runs)
             self._pending.extend(message.runs)
             self._wake_runners(1, by_runner=False)
         else:

@@ -50,10 +50,13 @@ class WorkerSetup:
     worker: ActorRef[Any]
     store: ActorRef[Any]
     release: trio.Event
+    incarnation: int
 
-    def run(self, task_name: str, task_id: str) -> Runs:
+    def run(self, task_name: str, task_id: str, incarnation: int | None = None) -> Runs:
         message = self.broker.formatter.dumps(_message(task_name, task_id))
-        return Runs([Run(message, 1, utc_now())])
+        return Runs(
+            [Run(message, 1, utc_now())], self.incarnation if incarnation is None else incarnation
+        )
 
     def ended(self) -> list[tuple[str, str]]:
         """(task id, outcome) of every run the broker was told of, in order."""
@@ -83,8 +86,9 @@ async def worker_setup() -> AsyncIterator[WorkerSetup]:
             lambda: WorkerActor(broker, stand_in, store, "w", 30, SyncThreads(1))
         )
         await trio.testing.wait_all_tasks_blocked()
-        assert told == [WorkerReady(worker, "w", 30)]
-        yield WorkerSetup(broker, told, worker, store, release)
+        [ready] = told
+        assert ready == WorkerReady(worker, "w", 30, ready.incarnation)
+        yield WorkerSetup(broker, told, worker, store, release, ready.incarnation)
 
 
 async def test_a_burst_of_short_runs_is_reported_in_one_message(
@@ -112,6 +116,17 @@ async def test_a_blocked_run_does_not_hold_back_the_report_of_an_ended_one(
     assert worker_setup.ended() == [("first", "done"), ("second", "done")]
 
 
+async def test_runs_meant_for_an_earlier_start_of_the_worker_are_dropped(
+    worker_setup: WorkerSetup,
+) -> None:
+    """Its mailbox outlives a restart; the broker delivers those runs again itself."""
+    earlier = worker_setup.incarnation - 1
+    await worker_setup.worker.tell(worker_setup.run("quick", "stale", incarnation=earlier))
+    await worker_setup.worker.tell(worker_setup.run("quick", "fresh"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert worker_setup.ended() == [("fresh", "done")]
+
+
 # The broker, with a recorder in a worker's place -----------------------------------------
 
 
@@ -124,7 +139,7 @@ async def test_room_freed_together_is_handed_out_in_one_message_by_priority() ->
             lambda: BrokerActor(BrokerState(), store, broker.formatter, utc_now)
         )
         stand_in = await node.spawn(lambda: Recorder(told))
-        await actor.tell(WorkerReady(stand_in, "w", 3))
+        await actor.tell(WorkerReady(stand_in, "w", 3, 1))
 
         async def kick(task_id: str, priority: int = 0) -> None:
             message = _message("any", task_id, priority=priority)
