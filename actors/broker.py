@@ -67,7 +67,7 @@ from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, S
 from .serializers import JSONSerializer, TaskiqSerializer
 from .service import Service
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
-from .worker import WorkerActor
+from .worker import SyncThreads, WorkerActor
 
 __all__ = [
     "AsyncBroker",
@@ -100,6 +100,7 @@ def unique_key(task_name: str, arguments: bytes) -> str:
 class _WorkerSlot:
     ref: ActorRef[WorkerRequest]
     capacity: int
+    incarnation: int
     running: set[str] = attrs.field(factory=set)
 
 
@@ -250,13 +251,20 @@ class BrokerActor(Actor[BrokerRequest]):
 
     async def _worker_ready(self, message: WorkerReady) -> None:
         previous = self.state.workers.get(message.worker_id)
-        self.state.workers[message.worker_id] = _WorkerSlot(message.worker, message.capacity)
+        self.state.workers[message.worker_id] = _WorkerSlot(
+            message.worker, message.capacity, message.incarnation
+        )
         if previous is not None:
-            # The worker restarted: what it was running is delivered again.
+            # The worker restarted: what it was running is delivered again, unless it
+            # was being aborted (its cancel may have been lost with the old worker).
             now = trio.current_time()
             for task_id in previous.running:
                 record = self.queue.live(task_id)
-                if record is not None and record.phase is Phase.RUNNING:
+                if record is None or record.phase is not Phase.RUNNING:
+                    continue
+                if task_id in self.state.aborts:
+                    await self._run_ended(RunEnded(task_id, "aborted"))
+                else:
                     self.queue.place(record, now)
 
     def _free_worker(self) -> tuple[str, _WorkerSlot] | None:
@@ -290,7 +298,8 @@ class BrokerActor(Actor[BrokerRequest]):
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
-            await self.state.workers[worker_id].ref.tell(Runs(runs))
+            slot = self.state.workers[worker_id]
+            await slot.ref.tell(Runs(runs, slot.incarnation))
 
     async def _finished(self, message: Finished) -> None:
         slot = self.state.workers.get(message.worker_id)
@@ -303,8 +312,8 @@ class BrokerActor(Actor[BrokerRequest]):
         record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
             return
-        aborts = self.state.aborts.pop(record.task_id, []) if self.state.aborts else []
-        if ended.outcome == "again" and not aborts:
+        aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
+        if ended.outcome == "again" and aborts is None:
             if ended.labels is not None:
                 record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
@@ -319,7 +328,7 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._end(
                 record, Phase.ABORTED, TaskAbortedError(f"task {record.task_id} was aborted")
             )
-        for reply in aborts:
+        for reply in aborts or ():
             reply.resolve(ended.outcome != "done")
 
     # Timers ----------------------------------------------------------------------------
@@ -357,9 +366,12 @@ class BrokerActor(Actor[BrokerRequest]):
         if record is None:
             return False
         if record.phase is Phase.RUNNING:
+            # Noted even without a reply (a tell): a run that ends asking to run
+            # again, or that a restarted worker lost, then ends aborted.
+            replies = self.state.aborts[task_id]
             reply = self.defer_reply()
             if reply is not None:
-                self.state.aborts[task_id].append(reply)
+                replies.append(reply)
             slot = self.state.workers.get(record.worker_id or "")
             if slot is not None:
                 await slot.ref.tell(CancelRun(task_id))
@@ -750,7 +762,7 @@ class InMemoryBroker(AsyncBroker):
         if node is None:
             node = await stack.enter_async_context(Node.open(self._prefix))
         prefix = self._prefix
-        limiter = trio.CapacityLimiter(self.sync_tasks_pool_size)
+        sync_threads = SyncThreads(self.sync_tasks_pool_size)
         store_name, broker_name = f"{prefix}.results", f"{prefix}.broker"
 
         def store() -> ResultStore:
@@ -766,7 +778,7 @@ class InMemoryBroker(AsyncBroker):
                 node.ref(store_name),
                 f"{prefix}.worker-{index}",
                 self.max_async_tasks,
-                limiter,
+                sync_threads,
             )
 
         children = [

@@ -60,11 +60,13 @@ class Enqueue:
 
 @attrs.define
 class WorkerReady:
-    """A worker (re)started and can run ``capacity`` tasks at once."""
+    """A worker (re)started and can run ``capacity`` tasks at once. ``incarnation``
+    tells this start of the worker from earlier ones (see :class:`Runs`)."""
 
     worker: ActorRef[Any]
     worker_id: str
     capacity: int
+    incarnation: int
 
 
 @attrs.define
@@ -138,9 +140,15 @@ class Run:
 @attrs.define
 class Runs:
     """Run these tasks, in order: all the broker hands this worker in one round, so a
-    burst of tasks costs the worker one message."""
+    burst of tasks costs the worker one message.
+
+    ``incarnation`` is the worker start they were meant for. A worker's mailbox outlives
+    its restarts, and the broker delivers again what an earlier start was given, so a
+    worker drops runs meant for another start: none runs twice, and none after an abort
+    ended it."""
 
     runs: list[Run]
+    incarnation: int
 
 
 @attrs.define

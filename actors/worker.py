@@ -3,8 +3,9 @@
 It announces its capacity to the broker, runs every task it is handed on one of its
 runners (long-lived tasks), stores the result through the result store, and has a
 reporter task tell the broker how runs ended (all that ended together in one message).
-Sync tasks run in a bounded thread pool; an aborted one is abandoned and its result
-ignored. Dependency injection is taskiq-dependencies, as in taskiq.
+Sync tasks run in a bounded thread pool (:class:`SyncThreads`); an aborted or timed-out
+one is abandoned and its result ignored. Dependency injection is taskiq-dependencies, as
+in taskiq.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
+import itertools
+import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
 import trio
@@ -49,11 +52,46 @@ from .runtime.contexts import in_context
 if TYPE_CHECKING:
     from .broker import AsyncBroker
 
-__all__ = ["WorkerActor"]
+__all__ = ["SyncThreads", "WorkerActor"]
 
+log = logging.getLogger("actors.worker")
+
+T = TypeVar("T")
+
+_incarnations = itertools.count(1)
 
 #: Result label marking a tuple return value (serializers turn tuples into lists).
 RETURNED_TUPLE = "returned_tuple"
+
+
+class SyncThreads:
+    """The threads sync tasks run in: ``size`` runs at a time, and at most ``2 * size``
+    threads in all.
+
+    Python cannot kill a thread, so a run that is aborted or times out abandons its
+    thread, which goes on until its function returns. The run's slot is freed at once,
+    so the next sync task does not wait for it. Up to ``size`` abandoned threads cost
+    nothing more; beyond that, each one still going holds back one run until it ends
+    (with a warning), so a task that never returns cannot pile up threads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._runs = trio.CapacityLimiter(size)
+        # trio releases a thread's token only when the thread has really ended.
+        self._threads = trio.CapacityLimiter(2 * size)
+
+    async def run(self, call: Callable[[], T]) -> T:
+        async with self._runs:
+            if self._threads.available_tokens == 0:
+                log.warning(
+                    "a sync task waits for a thread: more than %d threads of aborted or "
+                    "timed-out sync tasks are still running",
+                    self.size,
+                )
+            return await trio.to_thread.run_sync(
+                call, limiter=self._threads, abandon_on_cancel=True
+            )
 
 
 class WorkerActor(Actor[WorkerRequest]):
@@ -66,7 +104,7 @@ class WorkerActor(Actor[WorkerRequest]):
         store: ActorRef[StoreRequest],
         worker_id: str,
         capacity: int,
-        sync_limiter: trio.CapacityLimiter,
+        sync_threads: SyncThreads,
     ) -> None:
         self.broker = broker
         self.broker_ref = broker_ref
@@ -74,7 +112,8 @@ class WorkerActor(Actor[WorkerRequest]):
         self.worker_id = worker_id
         self.capacity = capacity
         self.mailbox_size = 2 * capacity + 16  # runs are credit-bounded; cancels are few
-        self.sync_limiter = sync_limiter
+        self.sync_threads = sync_threads
+        self.incarnation = next(_incarnations)  # a restart builds a new instance
         self._scopes: dict[str, trio.CancelScope] = {}
 
     async def started(self) -> None:
@@ -88,16 +127,31 @@ class WorkerActor(Actor[WorkerRequest]):
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         self.nursery.start_soon(self._reporter)
-        await self.broker_ref.tell(WorkerReady(self.ref, self.worker_id, self.capacity))
+        await self.broker_ref.tell(
+            WorkerReady(self.ref, self.worker_id, self.capacity, self.incarnation)
+        )
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Runs):
+            if message.incarnation != self.incarnation:
+                return  # meant for this worker before it restarted (see Runs)
             self._pending.extend(message.runs)
             self._wake_runners(1, by_runner=False)
         else:
-            scope = self._scopes.get(message.task_id)
-            if scope is not None:
-                scope.cancel()
+            self._cancel(message.task_id)
+
+    def _cancel(self, task_id: str) -> None:
+        """Cancel a run, or drop it if no runner has taken it yet. A run that is not
+        found has ended: the broker learns how from its report."""
+        scope = self._scopes.get(task_id)
+        if scope is not None:
+            scope.cancel()
+            return
+        for run in self._pending:
+            if run.message.task_id == task_id:
+                self._pending.remove(run)
+                self._run_ended(RunEnded(task_id, "aborted"))
+                return
 
     async def _runner(self) -> None:
         """Run tasks one after another, each in a fresh copy of this task's context.
@@ -312,10 +366,7 @@ class WorkerActor(Actor[WorkerRequest]):
             with trio.fail_after(math.inf if timeout is None else timeout):
                 if is_async:
                     return await func(*args, **kwargs)
-                call = functools.partial(func, *args, **kwargs)
-                return await trio.to_thread.run_sync(
-                    call, limiter=self.sync_limiter, abandon_on_cancel=True
-                )
+                return await self.sync_threads.run(functools.partial(func, *args, **kwargs))
         except trio.TooSlowError:
             raise TaskTimeoutError(f"task timed out after {timeout}s", timeout=timeout) from None
 

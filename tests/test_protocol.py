@@ -11,9 +11,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors import InMemoryBroker, Node, TaskiqMessage
+from actors import InMemoryBroker, Node, TaskAbortedError, TaskiqMessage
 from actors.broker import BrokerActor, BrokerState
 from actors.protocol import (
+    Abort,
+    CancelRun,
     Enqueue,
     Finished,
     GetResult,
@@ -25,7 +27,7 @@ from actors.protocol import (
 from actors.result import TaskiqResult, utc_now
 from actors.results import ResultStore
 from actors.runtime import Actor, ActorRef
-from actors.worker import WorkerActor
+from actors.worker import SyncThreads, WorkerActor
 
 
 class Recorder(Actor[Any]):
@@ -50,10 +52,13 @@ class WorkerSetup:
     worker: ActorRef[Any]
     store: ActorRef[Any]
     release: trio.Event
+    incarnation: int
 
-    def run(self, task_name: str, task_id: str) -> Runs:
+    def run(self, task_name: str, task_id: str, incarnation: int | None = None) -> Runs:
         message = self.broker.formatter.dumps(_message(task_name, task_id))
-        return Runs([Run(message, 1, utc_now())])
+        return Runs(
+            [Run(message, 1, utc_now())], self.incarnation if incarnation is None else incarnation
+        )
 
     def ended(self) -> list[tuple[str, str]]:
         """(task id, outcome) of every run the broker was told of, in order."""
@@ -80,11 +85,12 @@ async def worker_setup() -> AsyncIterator[WorkerSetup]:
         stand_in = await node.spawn(lambda: Recorder(told))
         store = await node.spawn(lambda: ResultStore(broker.result_backend))
         worker = await node.spawn(
-            lambda: WorkerActor(broker, stand_in, store, "w", 30, trio.CapacityLimiter(1))
+            lambda: WorkerActor(broker, stand_in, store, "w", 30, SyncThreads(1))
         )
         await trio.testing.wait_all_tasks_blocked()
-        assert told == [WorkerReady(worker, "w", 30)]
-        yield WorkerSetup(broker, told, worker, store, release)
+        [ready] = told
+        assert ready == WorkerReady(worker, "w", 30, ready.incarnation)
+        yield WorkerSetup(broker, told, worker, store, release, ready.incarnation)
 
 
 async def test_a_burst_of_short_runs_is_reported_in_one_message(
@@ -112,10 +118,34 @@ async def test_a_blocked_run_does_not_hold_back_the_report_of_an_ended_one(
     assert worker_setup.ended() == [("first", "done"), ("second", "done")]
 
 
+async def test_runs_meant_for_an_earlier_start_of_the_worker_are_dropped(
+    worker_setup: WorkerSetup,
+) -> None:
+    """Its mailbox outlives a restart; the broker delivers those runs again itself."""
+    earlier = worker_setup.incarnation - 1
+    await worker_setup.worker.tell(worker_setup.run("quick", "stale", incarnation=earlier))
+    await worker_setup.worker.tell(worker_setup.run("quick", "fresh"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert worker_setup.ended() == [("fresh", "done")]
+
+
 # The broker, with a recorder in a worker's place -----------------------------------------
 
 
-async def test_room_freed_together_is_handed_out_in_one_message_by_priority() -> None:
+@attrs.define
+class BrokerSetup:
+    broker: InMemoryBroker
+    told: list[Any]
+    actor: ActorRef[Any]
+
+    async def kick(self, task_id: str, priority: int = 0) -> None:
+        message = _message("any", task_id, priority=priority)
+        await self.actor.tell(Enqueue(self.broker.formatter.dumps(message)))
+
+
+@pytest.fixture
+async def broker_setup() -> AsyncIterator[BrokerSetup]:
+    """A broker actor and its result store, with a recorder as a worker of capacity 3."""
     broker = InMemoryBroker()
     told: list[Any] = []
     async with Node.open("t") as node:
@@ -124,26 +154,42 @@ async def test_room_freed_together_is_handed_out_in_one_message_by_priority() ->
             lambda: BrokerActor(BrokerState(), store, broker.formatter, utc_now)
         )
         stand_in = await node.spawn(lambda: Recorder(told))
-        await actor.tell(WorkerReady(stand_in, "w", 3))
+        await actor.tell(WorkerReady(stand_in, "w", 3, 1))
+        yield BrokerSetup(broker, told, actor)
 
-        async def kick(task_id: str, priority: int = 0) -> None:
-            message = _message("any", task_id, priority=priority)
-            await actor.tell(Enqueue(broker.formatter.dumps(message)))
 
-        for task_id in ("a", "b", "c"):
-            await kick(task_id)
-            await trio.testing.wait_all_tasks_blocked()
-        # Kicked while the worker has room: each is handed out at once.
-        assert [[run.message.task_id for run in runs.runs] for runs in told] == [
-            ["a"],
-            ["b"],
-            ["c"],
-        ]
-        for task_id, priority in (("low", 0), ("high", 9), ("mid", 5), ("lowest", -1)):
-            await kick(task_id, priority)
+async def test_room_freed_together_is_handed_out_in_one_message_by_priority(
+    broker_setup: BrokerSetup,
+) -> None:
+    told, kick, actor = broker_setup.told, broker_setup.kick, broker_setup.actor
+    for task_id in ("a", "b", "c"):
+        await kick(task_id)
         await trio.testing.wait_all_tasks_blocked()
-        assert len(told) == 3  # no room: they wait
-        await actor.tell(Finished("w", [RunEnded(task_id, "done") for task_id in "abc"]))
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(told) == 4
-        assert [run.message.task_id for run in told[3].runs] == ["high", "mid", "low"]
+    # Kicked while the worker has room: each is handed out at once.
+    assert [[run.message.task_id for run in runs.runs] for runs in told] == [
+        ["a"],
+        ["b"],
+        ["c"],
+    ]
+    for task_id, priority in (("low", 0), ("high", 9), ("mid", 5), ("lowest", -1)):
+        await kick(task_id, priority)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(told) == 3  # no room: they wait
+    await actor.tell(Finished("w", [RunEnded(task_id, "done") for task_id in "abc"]))
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(told) == 4
+    assert [run.message.task_id for run in told[3].runs] == ["high", "mid", "low"]
+
+
+async def test_a_run_that_ends_asking_to_run_again_after_a_told_abort_ends_aborted(
+    broker_setup: BrokerSetup,
+) -> None:
+    """An abort sent as a tell has no reply to wait for, yet it counts all the same."""
+    told, actor = broker_setup.told, broker_setup.actor
+    await broker_setup.kick("a")
+    await actor.tell(Abort("a"))
+    await actor.tell(Finished("w", [RunEnded("a", "again")]))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [type(message) for message in told] == [Runs, CancelRun]  # not handed out again
+    result = await broker_setup.broker.result_backend.get_result("a")
+    assert isinstance(result.error, TaskAbortedError)
