@@ -83,6 +83,7 @@ from .serializers import (
     MsgpackSerializer as MsgpackSerializer,
     PickleSerializer as PickleSerializer,
     TaskiqSerializer as TaskiqSerializer,
+    serializer_by_name as serializer_by_name,
 )
 from .tasks import (
     AsyncKicker as AsyncKicker,

@@ -36,6 +36,7 @@ from .exceptions import (
     UnknownTaskError,
 )
 from .formatter import TaskiqFormatter
+from .inputs import check_labels, eta_label, ids_label, int_label, seconds_label, ttl_label
 from .lifecycle import Phase, TaskInfo, TaskStatus
 from .middlewares import TaskiqMiddleware, maybe_await
 from .protocol import (
@@ -53,6 +54,7 @@ from .protocol import (
     RunEnded,
     Runs,
     Status,
+    StopWaiting,
     StoreRequest,
     StoreResult,
     Tick,
@@ -61,9 +63,18 @@ from .protocol import (
     WorkerRequest,
 )
 from .queue import TaskQueue, TaskRecord
-from .result import TaskiqMessage, TaskiqResult, as_seconds, utc_now
+from .result import TaskiqMessage, TaskiqResult, utc_now
 from .results import ResultStore
-from .runtime import Actor, ActorRef, AskTimeoutError, ChildSpec, Node, Reply, Supervisor
+from .runtime import (
+    Actor,
+    ActorError,
+    ActorRef,
+    AskTimeoutError,
+    ChildSpec,
+    Node,
+    Reply,
+    Supervisor,
+)
 from .serializers import JSONSerializer, TaskiqSerializer
 from .service import Service
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
@@ -182,23 +193,27 @@ class BrokerActor(Actor[BrokerRequest]):
             return message.task_id  # the same id while live is idempotent
         labels = message.labels
         key = labels.get("unique_key") if labels.get("unique") else None
-        if key is not None:
+        if isinstance(key, str):
             live = queue.live_unique(key)
             if live is not None:
                 return live.task_id
+        else:
+            key = None
         now = trio.current_time()
-        record = TaskRecord(
-            message,
-            Phase.WAITING,
-            priority=int(labels.get("priority") or 0),
-            unique_key=key,
-            enqueue_time=self.wall_clock(),
-            eta=self._eta(labels, now),
-        )
-        expire = as_seconds(labels.get("expire"))
+        record = TaskRecord(message, Phase.WAITING, enqueue_time=self.wall_clock())
+        try:
+            record.priority = int_label(labels, "priority") or 0
+            record.eta = self._eta(labels, now)
+            expire = seconds_label(labels, "expire")
+            dependencies = ids_label(labels, "depends_on")
+        except SendTaskError as error:  # a label that did not come through kiq's checks
+            queue.add(record)
+            await self._end(record, Phase.DONE, error)
+            return message.task_id
+        record.unique_key = key
         if expire is not None:
             record.expire_at = now + expire
-        ended = await self._link_dependencies(record) if "depends_on" in labels else None
+        ended = await self._link_dependencies(record, dependencies) if dependencies else None
         queue.add(record)
         if ended is None:
             queue.place(record, now)
@@ -210,24 +225,24 @@ class BrokerActor(Actor[BrokerRequest]):
         return message.task_id
 
     def _eta(self, labels: dict[str, Any], now: float) -> float | None:
-        delay = as_seconds(labels.get("delay"))
+        delay = seconds_label(labels, "delay")
         if delay is not None:
             return now + delay
-        eta = labels.get("eta")
-        if eta:
-            when = pendulum.parse(eta) if isinstance(eta, str) else eta
-            assert isinstance(when, pendulum.DateTime)
+        when = eta_label(labels)
+        if when is not None:
             return now + (when - self.wall_clock()).total_seconds()
         return None
 
-    async def _link_dependencies(self, record: TaskRecord) -> tuple[str, bool] | None:
+    async def _link_dependencies(
+        self, record: TaskRecord, dependencies: list[str]
+    ) -> tuple[str, bool] | None:
         """Wire ``record`` to its live dependencies.
 
         Returns ``(id, succeeded)`` for a dependency that already ended in a way that
         decides ``record`` at once: a failure, or the success of the task it falls back for.
         """
         fallback_of = record.message.labels.get("otherwise_of")
-        for dependency in record.message.labels.get("depends_on") or ():
+        for dependency in dependencies:
             parent = self.queue.live(dependency)
             if parent is not None:
                 record.waiting_on.add(dependency)
@@ -400,7 +415,7 @@ class BrokerActor(Actor[BrokerRequest]):
 
     @staticmethod
     def _ttl(record: TaskRecord) -> float | None:
-        return as_seconds(record.message.labels.get("ttl"))
+        return ttl_label(record.message.labels)
 
     def _dependents(self, record: TaskRecord) -> list[TaskRecord]:
         found = (self.queue.live(task_id) for task_id in record.dependents)
@@ -456,7 +471,8 @@ class BrokerActor(Actor[BrokerRequest]):
         message = self.formatter.loads(record.message.message)
         scheduled = None
         if record.phase is Phase.SCHEDULED and record.eta is not None:
-            scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
+            with contextlib.suppress(OverflowError):  # due after the year 9999: unknown
+                scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
         return TaskInfo(
             task_id=task_id,
             task_name=record.message.task_name,
@@ -593,6 +609,7 @@ class AsyncBroker(Service):
     def register_task(
         self, func: Callable[..., Any], task_name: str | None = None, **labels: Any
     ) -> AsyncTaskiqDecoratedTask[Any, Any]:
+        check_labels(labels)
         name = task_name or f"{func.__module__}:{func.__qualname__}"
         task: AsyncTaskiqDecoratedTask[Any, Any] = AsyncTaskiqDecoratedTask(
             self, name, func, labels
@@ -649,10 +666,11 @@ class AsyncBroker(Service):
         if self.find_task(message.task_name) is None:
             raise UnknownTaskError(task_name=message.task_name)
         labels = message.labels
-        if labels.get("unique"):
-            arguments = self.serializer.dumpb([message.args, message.kwargs])
-            labels["unique_key"] = unique_key(message.task_name, arguments)
+        check_labels(labels)
         try:
+            if labels.get("unique"):
+                arguments = self.serializer.dumpb([message.args, message.kwargs])
+                labels["unique_key"] = unique_key(message.task_name, arguments)
             broker_message = self.formatter.dumps(message)
         except SerializationError as exc:
             raise SendTaskError(str(exc)) from exc  # taskiq's error for a failed kick
@@ -818,7 +836,14 @@ class InMemoryBroker(AsyncBroker):
                 return await backend.get_result(task_id)
         except ResultGetError:
             pass
-        result = await store.ask(WaitResult(task_id))
+        waiter = _random_id()
+        try:
+            result = await store.ask(WaitResult(task_id, waiter))
+        except trio.Cancelled:
+            # The store forgets this waiter: a wait that times out leaves nothing behind.
+            with trio.CancelScope(shield=True), contextlib.suppress(ActorError):
+                await store.tell(StopWaiting(task_id, waiter))
+            raise
         if isinstance(result, ResultGetError):
             raise result
         assert isinstance(result, TaskiqResult)

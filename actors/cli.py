@@ -5,7 +5,7 @@
 its broker and runs the scheduler until SIGINT or SIGTERM, then exits 0.
 
 Each subcommand is one entry in ``_COMMANDS``: a function adding its arguments and a
-function running it, so ``hub`` and ``worker`` slot in beside ``scheduler``.
+function running it, so further subcommands slot in beside ``scheduler``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .context import request_rerun
-from .exceptions import NoResultError, TaskAbortedError, TaskRejectedError
+from .exceptions import NoResultError, SendTaskError, TaskAbortedError, TaskRejectedError
+from .inputs import int_label, seconds_label
 from .result import TaskiqMessage, TaskiqResult
 
 if TYPE_CHECKING:
@@ -99,11 +100,16 @@ class SimpleRetryMiddleware(TaskiqMiddleware):
             return
         if not _truthy(labels.get("retry_on_error", self.default_retry_label)):
             return
-        retries = int(labels.get(RETRIES_LABEL, 0)) + 1
+        try:
+            retries = (int_label(labels, RETRIES_LABEL, minimum=0) or 0) + 1
+            limit = int_label(labels, "max_retries", minimum=0)
+            delay = self.delay(labels, retries)
+        except SendTaskError:
+            return  # a label that slipped past kiq's checks: the task keeps its error
         # As taskiq counts: ``max_retries`` bounds the runs, the first one included.
-        if retries >= int(labels.get("max_retries", self.default_retry_count)):
+        if retries >= (self.default_retry_count if limit is None else limit):
             return
-        request_rerun(self.delay(labels, retries), {**labels, RETRIES_LABEL: retries})
+        request_rerun(delay, {**labels, RETRIES_LABEL: retries})
 
 
 class SmartRetryMiddleware(SimpleRetryMiddleware):
@@ -130,7 +136,9 @@ class SmartRetryMiddleware(SimpleRetryMiddleware):
     def delay(self, labels: dict[str, Any], retries: int) -> float:
         # taskiq's formula: a ``delay`` label overrides the default, and the "exponent"
         # grows the delay with the retry number, capped.
-        delay = float(labels.get("delay", self.default_delay))
+        delay = seconds_label(labels, "delay")
+        if delay is None:
+            delay = self.default_delay
         if self.use_delay_exponent:
             delay = min(delay * retries, self.max_delay_exponent)
         if self.use_jitter:

@@ -29,6 +29,7 @@ __all__ = [
     "RunEnded",
     "Runs",
     "Status",
+    "StopWaiting",
     "StoreRequest",
     "StoreResult",
     "Tick",
@@ -185,9 +186,19 @@ class CopyResult:
 
 @attrs.define
 class WaitResult:
-    """The reply is the result, as soon as it is stored."""
+    """The reply is the result, as soon as it is stored. ``waiter`` names this wait for
+    ``StopWaiting``."""
 
     task_id: str
+    waiter: str
+
+
+@attrs.define
+class StopWaiting:
+    """The waiter gave up (a timeout, a cancellation): forget it."""
+
+    task_id: str
+    waiter: str
 
 
 @attrs.define
@@ -198,4 +209,4 @@ class GetResult:
     with_logs: bool = False
 
 
-StoreRequest = StoreResult | CopyResult | WaitResult | GetResult
+StoreRequest = StoreResult | CopyResult | WaitResult | StopWaiting | GetResult

@@ -19,7 +19,7 @@ import trio
 
 from .backends.results import AsyncResultBackend
 from .exceptions import ResultGetError
-from .protocol import GetResult, StoreRequest, StoreResult, WaitResult
+from .protocol import GetResult, StopWaiting, StoreRequest, StoreResult, WaitResult
 from .result import TaskiqResult
 from .runtime import Actor, Reply
 
@@ -45,7 +45,7 @@ class ResultStore(Actor[StoreRequest]):
         # ``_NO_RESULT``.
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._remember = remember
-        self._waiters: dict[str, list[Reply]] = collections.defaultdict(list)
+        self._waiters: dict[str, dict[str, Reply]] = collections.defaultdict(dict)
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
 
@@ -60,7 +60,10 @@ class ResultStore(Actor[StoreRequest]):
                 await self._store(message.task_id, message.result, message.ttl)
             return None
         if isinstance(message, WaitResult):
-            return await self._wait(message.task_id)
+            return await self._wait(message.task_id, message.waiter)
+        if isinstance(message, StopWaiting):
+            self._stop_waiting(message.task_id, message.waiter)
+            return None
         if isinstance(message, GetResult):
             return await self._get(message.task_id, message.with_logs)
         source = await self._get(message.source)
@@ -76,14 +79,14 @@ class ResultStore(Actor[StoreRequest]):
         except Exception:
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
-        for reply in self._waiters.pop(task_id, ()):
+        for reply in self._waiters.pop(task_id, {}).values():
             reply.resolve(result)
         self._remember_end(task_id, _STORED)
         if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
 
-    async def _wait(self, task_id: str) -> TaskiqResult[Any] | ResultGetError | None:
+    async def _wait(self, task_id: str, waiter: str) -> TaskiqResult[Any] | ResultGetError | None:
         if await self._ready(task_id):
             result = await self._get(task_id)
             if isinstance(result, TaskiqResult):
@@ -93,11 +96,21 @@ class ResultStore(Actor[StoreRequest]):
             return ResultGetError(gone.format(task_id=task_id))
         reply = self.defer_reply()
         if reply is not None:
-            self._waiters[task_id].append(reply)
+            self._waiters[task_id][waiter] = reply
         return None
 
+    def _stop_waiting(self, task_id: str, waiter: str) -> None:
+        waiters = self._waiters.get(task_id)
+        if waiters is None:
+            return
+        reply = waiters.pop(waiter, None)
+        if reply is not None:
+            reply.resolve(None)  # nobody reads it: this frees the reply
+        if not waiters:
+            del self._waiters[task_id]
+
     def _no_result(self, task_id: str) -> None:
-        for reply in self._waiters.pop(task_id, ()):
+        for reply in self._waiters.pop(task_id, {}).values():
             reply.resolve(ResultGetError(_NO_RESULT.format(task_id=task_id)))
         self._remember_end(task_id, _NO_RESULT)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import datetime
@@ -20,6 +19,7 @@ from taskiq_dependencies import DependencyGraph, Depends
 from taskiq_dependencies.dependency import Dependency
 
 from .exceptions import TaskiqResultTimeoutError
+from .inputs import wait_limit
 from .lifecycle import TaskInfo, TaskStatus
 from .result import TaskiqMessage, TaskiqResult, TaskProgress, as_seconds
 
@@ -204,8 +204,8 @@ class AsyncKicker(Generic[P, R]):
         return self
 
     def with_priority(self, priority: int) -> AsyncKicker[P, R]:
-        """Higher first; FIFO within a priority."""
-        self.labels["priority"] = int(priority)
+        """Higher first; FIFO within a priority (``kiq`` checks the value)."""
+        self.labels["priority"] = priority
         return self
 
     def after(self, *dependencies: AsyncTaskiqTask[Any] | str) -> AsyncKicker[P, R]:
@@ -280,16 +280,14 @@ class AsyncTaskiqTask(Generic[R]):
         return await self.broker.get_result(self.task_id, with_logs=with_logs)
 
     async def wait_result(
-        self, check_interval: float = 0.2, timeout: float = -1.0, with_logs: bool = False
+        self, check_interval: float = 0.2, timeout: float | None = -1.0, with_logs: bool = False
     ) -> TaskiqResult[R]:
         """Wait for the result, pushed as soon as it is stored.
 
         ``check_interval`` is accepted for taskiq compatibility; nothing polls.
-        Raises ``TaskiqResultTimeoutError`` past a positive ``timeout``.
+        Raises ``TaskiqResultTimeoutError`` past a positive ``timeout`` (see ``wait_limit``).
         """
-        if timeout <= 0:
-            return await self.broker.wait_result(self.task_id)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(wait_limit(timeout)):
             return await self.broker.wait_result(self.task_id)
         raise TaskiqResultTimeoutError(
             f"no result for task {self.task_id} within {timeout}s", timeout=timeout
@@ -313,9 +311,9 @@ class AsyncTaskiqTask(Generic[R]):
     async def info(self) -> TaskInfo | None:
         return await self.broker.task_info(self.task_id)
 
-    async def abort(self, timeout: float = 5) -> bool:
+    async def abort(self, timeout: float | None = 5) -> bool:
         """Remove a waiting task, or cancel a running one; False if it already ended."""
-        return await self.broker.abort(self.task_id, timeout=timeout)
+        return await self.broker.abort(self.task_id, timeout=wait_limit(timeout))
 
     async def then(
         self, task: AsyncTaskiqDecoratedTask[..., Any], **kwargs: Any
@@ -339,7 +337,7 @@ class AsyncTaskiqTask(Generic[R]):
 
 async def gather(
     *tasks: AsyncTaskiqTask[Any] | Awaitable[AsyncTaskiqTask[Any]],
-    timeout: float = -1,
+    timeout: float | None = -1,
     with_logs: bool = False,
     periodicity: float = 0.1,
 ) -> tuple[TaskiqResult[Any], ...]:
@@ -348,13 +346,14 @@ async def gather(
     Accepts handles or awaitables producing handles (``gather(task.kiq(1), ...)``).
     ``periodicity`` is accepted for taskiq compatibility; results are pushed.
     """
+    limit = wait_limit(timeout)
     results: list[TaskiqResult[Any] | None] = [None] * len(tasks)
 
     async def one(index: int, item: AsyncTaskiqTask[Any] | Awaitable[AsyncTaskiqTask[Any]]) -> None:
         handle = item if isinstance(item, AsyncTaskiqTask) else await item
         results[index] = await handle.wait_result(with_logs=with_logs)
 
-    with trio.move_on_after(timeout if timeout > 0 else math.inf):
+    with trio.move_on_after(limit):
         async with trio.open_nursery() as nursery:
             for index, item in enumerate(tasks):
                 nursery.start_soon(one, index, item)

@@ -32,6 +32,7 @@ from .exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
+from .inputs import check_labels, int_label, seconds_label, ttl_label
 from .middlewares import FINAL_ERRORS, maybe_await
 from .protocol import (
     BrokerRequest,
@@ -45,7 +46,7 @@ from .protocol import (
     WorkerReady,
     WorkerRequest,
 )
-from .result import TaskiqMessage, TaskiqResult, as_seconds, utc_now
+from .result import TaskiqMessage, TaskiqResult, utc_now
 from .runtime import Actor, ActorRef
 from .runtime.contexts import in_context
 
@@ -255,7 +256,7 @@ class WorkerActor(Actor[WorkerRequest]):
                 RunEnded(task_id, "again", delay=control.rerun.delay, labels=control.rerun.labels)
             )
             return
-        ttl = as_seconds(run.message.labels.get("ttl"))
+        ttl = ttl_label(run.message.labels)
         await self.store.tell(StoreResult(task_id, result, ttl))
         if result is not None:
             for middleware in self.broker.middlewares:
@@ -278,18 +279,23 @@ class WorkerActor(Actor[WorkerRequest]):
         error: BaseException | None = None
         value: Any = None
         returned_tuple = False
+        max_tries: int | None = None
         try:
             message = broker.formatter.loads(run.message.message)
             message.labels = dict(run.message.labels)
             for middleware in broker.middlewares:
                 message = await maybe_await(middleware.pre_execute(message))
+            check_labels(message.labels)  # kiq checked them, but a middleware may change them
+            max_tries = int_label(message.labels, "max_tries", minimum=0)
             value = await self._call(message, run)
             returned_tuple = type(value) is tuple
             value = _round_trip(broker, message.task_name, value)
         except NoResultError:
             return None
-        except Exception as exc:
-            error = exc
+        except BaseException as exc:
+            if _cancellation(exc):
+                raise
+            error = exc  # KeyboardInterrupt and SystemExit too: they end this task only
         finish_time = utc_now()
         labels = dict(run.message.labels)
         if error is None and returned_tuple:
@@ -314,10 +320,9 @@ class WorkerActor(Actor[WorkerRequest]):
         if error is not None:
             for middleware in broker.middlewares:
                 await maybe_await(middleware.on_error(message, result, error))
-            max_tries = message.labels.get("max_tries")
             if (
                 max_tries is not None
-                and run.tries < int(max_tries)
+                and run.tries < max_tries
                 and current_run.get().rerun is None
                 and not isinstance(error, FINAL_ERRORS)
             ):
@@ -338,7 +343,7 @@ class WorkerActor(Actor[WorkerRequest]):
         kwargs = dict(message.kwargs)
         if broker.cast_types:
             args, kwargs = task.cast_arguments(args, kwargs)
-        timeout = as_seconds(message.labels.get("timeout"))
+        timeout = seconds_label(message.labels, "timeout")
         if task.dependency_graph.is_empty():
             return await self._invoke(task.original_func, task.is_async, args, kwargs, timeout)
         context = Context(message, broker)
@@ -386,6 +391,13 @@ def _round_trip(broker: AsyncBroker, task_name: str, value: Any) -> Any:
         raise SerializationError(
             f"task {task_name!r} returned a {type(value).__qualname__} that cannot be serialized"
         ) from exc
+
+
+def _cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is trio's cancellation (alone or grouped), which must propagate."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
 
 
 def _parent_value(result: Any) -> list[Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib.resources
 import inspect
+import pathlib
+import re
 
 import actors
 import transports
@@ -92,3 +95,21 @@ def test_taskiq_exception_tree() -> None:
     assert issubclass(actors.TaskiqResultTimeoutError, TimeoutError)
     assert issubclass(actors.TaskTimeoutError, TimeoutError)
     assert issubclass(actors.TaskAbortedError, actors.TaskiqError)
+
+
+def test_every_name_docs_taskqueue_shows_imports_from_actors() -> None:
+    """The page promises it: class names in its prose, the page's own imports, and the
+    lowercase names it presents as importable."""
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "taskqueue.md").read_text()
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    spans = (
+        re.match(r"([A-Za-z_]\w*)(\(.*\))?$", span) for span in re.findall(r"`([^`\n]+)`", prose)
+    )
+    names = {
+        match[1] for match in spans if match and match[1][0].isupper() and not match[1].isupper()
+    }
+    names -= set(dir(builtins)) | {"Depends"}  # Python's own, and taskiq-dependencies' name
+    for imported in re.findall(r"from actors import ([\w, ]+)", text):
+        names.update(name.strip() for name in imported.split(","))
+    names.update(["gather", "serializer_by_name", "async_shared_broker"])
+    assert sorted(name for name in names if not hasattr(actors, name)) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import attrs
@@ -43,13 +43,6 @@ from actors import (
     async_shared_broker,
     gather,
 )
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[InMemoryBroker]:
-    the_broker = InMemoryBroker()
-    async with the_broker:
-        yield the_broker
 
 
 async def test_kiq_returns_a_handle_whose_result_carries_every_field() -> None:

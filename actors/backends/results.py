@@ -199,7 +199,7 @@ def _ttl_from_labels(labels: dict[str, Any]) -> float | None:
 
 
 class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
-    """Durable results in one SQLite file (WAL mode), e.g. for a hub's ``--state``.
+    """Durable results in one SQLite file (WAL mode): they survive a restart of the process.
 
     Results are stored as ``result_to_wire`` bytes made with ``serializer`` (JSON by
     default). Each result may expire: ``ttl`` given to ``set_result``, else a positive
