@@ -9,6 +9,11 @@ Life of a link (h11-style, one explicit table)::
 
     CONNECTING --open--> HANDSHAKING --hello ok--> OPEN --close/error--> CLOSED
          \\______________________\\___________________________________/^
+
+Close codes every transport uses: 1000 normal, 1001 going away, 1002 protocol error
+(bad hello, handshake timeout), 1006 connection lost or never made, 1007 malformed link
+message, 1009 frame over ``max_frame``, 4001 failed authentication, 4002
+(:data:`NAME_IN_USE`) the peer's name is our own or already carried by a live link.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 import msgpack
 import trio
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "NAME_IN_USE",
     "Address",
     "HandshakeError",
     "Link",
@@ -34,6 +40,7 @@ __all__ = [
     "LinkClosed",
     "LinkHandler",
     "LinkState",
+    "Role",
     "Transport",
     "handshake",
 ]
@@ -162,11 +169,11 @@ class LinkBase:
         self._set_state(LinkState.CLOSED)
         return True
 
-    async def _handshake(self, secret: bytes | None, timeout: float) -> None:
+    async def _handshake(self, secret: bytes | None, role: Role, timeout: float) -> None:
         self._set_state(LinkState.HANDSHAKING)
         try:
             self._peer = await handshake(
-                self.send, self.receive, name=self._name, secret=secret, timeout=timeout
+                self.send, self.receive, name=self._name, secret=secret, role=role, timeout=timeout
             )
         except HandshakeError as exc:
             self._logger.warning("%r: handshake failed: %s (%d)", self, exc.reason, exc.code)
@@ -200,11 +207,20 @@ class Transport(Protocol):
         ...
 
 
-PROTOCOL = "trio-actors/1"
+PROTOCOL = "trio-actors/2"
+
+#: Close code of a link refused because its peer's name is taken: it is our own name, or
+#: another live link already carries it.
+NAME_IN_USE = 4002
+
+Role = Literal["dialler", "listener"]
 
 
-def _proof(secret: bytes, nonce: bytes, name: str) -> bytes:
-    return hmac.new(secret, nonce + name.encode(), hashlib.sha256).digest()
+def _proof(secret: bytes, role: Role, dialler: list[Any], listener: list[Any]) -> bytes:
+    """The HMAC one side sends: its role, then both names and both nonces, each side's
+    pair in a fixed order, so a proof is valid on one link, in one direction only."""
+    transcript = msgpack.packb([PROTOCOL, role, *dialler, *listener])
+    return hmac.new(secret, transcript, hashlib.sha256).digest()
 
 
 async def handshake(
@@ -213,13 +229,17 @@ async def handshake(
     *,
     name: str,
     secret: bytes | None,
+    role: Role,
     timeout: float = 10.0,
 ) -> str:
     """Mutual challenge-response; returns the peer's name.
 
-    Each side sends a fresh nonce, then proves knowledge of ``secret`` with an HMAC over
-    the *peer's* nonce and its own name. The secret itself never crosses the wire. With
-    ``secret=None`` both sides must also have no secret (an open cluster).
+    Each side sends its name and a fresh nonce, then proves knowledge of ``secret`` with
+    an HMAC over its role (dialler or listener), both names and both nonces. The secret
+    never crosses the wire, and a proof cannot be replayed: not reflected back to the
+    node that made it (the role differs), nor relayed to another link (the nonces and
+    names differ). A peer that claims our own name is refused with :data:`NAME_IN_USE`.
+    With ``secret=None`` both sides must also have no secret (an open cluster).
     """
     key = secret or b""
     nonce = os.urandom(16)
@@ -234,9 +254,17 @@ async def handshake(
                 raise HandshakeError(f"malformed hello: {exc}", code=1002) from exc
             if protocol != PROTOCOL:
                 raise HandshakeError(f"peer speaks {protocol!r}, not {PROTOCOL!r}", code=1002)
-            await send(_proof(key, peer_nonce, name))
+            if peer == name:
+                raise HandshakeError(f"peer claims our own name {name!r}", code=NAME_IN_USE)
+            ours, theirs = [name, nonce], [peer, peer_nonce]
+            peer_role: Role
+            if role == "dialler":
+                dialler, listener, peer_role = ours, theirs, "listener"
+            else:
+                dialler, listener, peer_role = theirs, ours, "dialler"
+            await send(_proof(key, role, dialler, listener))
             proof = await receive()
-            if not hmac.compare_digest(proof, _proof(key, nonce, peer)):
+            if not hmac.compare_digest(proof, _proof(key, peer_role, dialler, listener)):
                 raise HandshakeError(f"peer {peer!r} failed authentication", code=4001)
     except trio.TooSlowError:
         # A silent peer is a failed handshake, not a timeout the caller must know about.

@@ -12,8 +12,11 @@ Each link runs two tasks next to the code that uses it, in the nursery of the
   ("heartbeat timeout") when no pong comes within ``heartbeat_timeout``.
 
 Close codes: 1009 frame bigger than ``max_frame`` (the receiver closes), 4001 failed
-authentication, 1002 protocol error (bad hello, handshake timeout), 1003 text frame,
-1011 heartbeat timeout, 1006 connection lost or never made.
+authentication, 4002 name in use (the peer claims our name, or a live link already
+carries its name: see :data:`~transports.base.NAME_IN_USE`), 1002 protocol error (bad
+hello, handshake timeout), 1003 text frame, 1011 heartbeat timeout, 1006 connection
+lost or never made; a node also closes with 1007 (malformed link message) and 1001
+(shutting down, after its outbox was flushed).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .base import (
     LinkBase,
     LinkClosed,
     LinkHandler,
+    Role,
 )
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
@@ -251,7 +255,8 @@ class WebSocketTransport:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link._pump)
                 try:
-                    await link._handshake(self.secret, self.handshake_timeout)
+                    role: Role = "dialler" if ws.is_client else "listener"
+                    await link._handshake(self.secret, role, self.handshake_timeout)
                     nursery.start_soon(
                         link._heartbeat, self.heartbeat_interval, self.heartbeat_timeout
                     )

@@ -1,0 +1,104 @@
+"""What a peer cannot do to a node: reflect or relay the handshake, flood it with asks it
+never reads the answers of, flood its log, or get in under a name already linked.
+
+Websocket servers bind 127.0.0.1 only; peers that misbehave are raw trio-websocket
+clients or links driven by hand.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+import msgpack
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from actors import Actor, Node
+from transports.base import PROTOCOL
+
+from .test_websocket_link import raw_client, receive_bytes
+
+SECRET = "security test secret"
+
+
+class Recorder(Actor[Any]):
+    """Keeps every message; answers an ask with the number kept so far."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def receive(self, message: Any) -> Any:
+        self.seen.append(message)
+        return len(self.seen)
+
+
+async def close_code(raw: WebSocketConnection) -> int | None:
+    """Read until the raw websocket closes: its close code, or None if still open after a
+    second."""
+    with trio.move_on_after(1):
+        try:
+            while True:
+                await raw.get_message()
+        except ConnectionClosed as exc:
+            assert exc.reason is not None
+            return exc.reason.code
+    return None
+
+
+async def hello(raw: WebSocketConnection, name: str, nonce: bytes) -> list[Any]:
+    """Send our hello as ``name``; the node's hello ``[protocol, name, nonce]``."""
+    await raw.send_message(msgpack.packb([PROTOCOL, name, nonce]))
+    theirs = msgpack.unpackb(await receive_bytes(raw))
+    assert isinstance(theirs, list)
+    return theirs
+
+
+def tell(target: str, value: Any) -> bytes:
+    frame = {"kind": "tell", "target": target, "body": msgpack.packb([None, value])}
+    packed: bytes = msgpack.packb([frame])
+    return packed
+
+
+async def test_the_handshake_cannot_be_reflected_to_the_node_that_made_it() -> None:
+    """Without the secret: claim the node's name on one connection, replay its nonce on a
+    second, and hand the proof the node gives there back on the first."""
+    with trio.fail_after(10):
+        async with Node.open("victim", listen="ws://127.0.0.1:0", secret=SECRET) as node:
+            assert node.address is not None
+            recorder = await node.spawn(Recorder, name="recorder")
+            async with raw_client(node.address) as first, raw_client(node.address) as second:
+                with suppress(ConnectionClosed):  # the node may refuse at any step
+                    _, _, first_nonce = await hello(first, "victim", b"n" * 16)
+                    await hello(second, "victim", first_nonce)
+                    own_proof = await receive_bytes(second)
+                    await receive_bytes(first)  # the node's proof on the first connection
+                    await first.send_message(own_proof)
+                    await first.send_message(tell("recorder", "reflected"))
+                codes = [await close_code(first), await close_code(second)]
+            assert codes == [4002, 4002]
+            assert "victim" not in node.peers
+            assert await recorder.ask("count") == 1  # only our own ask arrived
+
+
+async def test_a_proof_cannot_be_relayed_between_two_members() -> None:
+    """Without the secret: pass member A's challenge to member B as if from A, and hand
+    B's answer back to A, to get into A as B."""
+    with trio.fail_after(10):
+        async with (
+            Node.open("a", listen="ws://127.0.0.1:0", secret=SECRET) as a,
+            Node.open("b", listen="ws://127.0.0.1:0", secret=SECRET) as b,
+        ):
+            assert a.address is not None and b.address is not None
+            recorder = await a.spawn(Recorder, name="recorder")
+            async with raw_client(a.address) as to_a, raw_client(b.address) as to_b:
+                with suppress(ConnectionClosed):
+                    _, _, a_nonce = await hello(to_a, "b", b"n" * 16)
+                    await hello(to_b, "a", a_nonce)
+                    b_proof = await receive_bytes(to_b)
+                    await receive_bytes(to_a)  # A's own proof
+                    await to_a.send_message(b_proof)
+                    await to_a.send_message(tell("recorder", "relayed"))
+                assert await close_code(to_a) == 4001
+            assert "b" not in a.peers
+            assert await recorder.ask("count") == 1
