@@ -12,9 +12,12 @@ from typing import Any
 
 import msgpack
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from actors import Actor, Node
+from actors import Actor, Node, wire
+from actors.runtime.node import _REPLY_QUEUE
+from transports import WebSocketTransport
 from transports.base import PROTOCOL
 
 from .test_websocket_link import raw_client, receive_bytes
@@ -102,3 +105,52 @@ async def test_a_proof_cannot_be_relayed_between_two_members() -> None:
                 assert await close_code(to_a) == 4001
             assert "b" not in a.peers
             assert await recorder.ask("count") == 1
+
+
+class Big(Actor[Any]):
+    """Answers every ask with 4 KiB."""
+
+    async def receive(self, message: Any) -> Any:
+        return b"x" * 4096
+
+
+def ask_frame(ask_id: int, target: str) -> bytes:
+    return wire.encode_frames([wire.Ask("ask", ask_id, target, wire.encode_value(ask_id))])
+
+
+async def test_a_peer_that_never_reads_its_answers_is_back_pressured() -> None:
+    """The node's unsent replies stay bounded (no task per reply, no growing queue), the
+    peer's sends stall in TCP, and the node's other links are still served."""
+    with trio.fail_after(20):
+        async with Node.open("server", listen="ws://127.0.0.1:0", secret=SECRET) as server:
+            assert server.address is not None
+            big = await server.spawn(Big, name="big")
+            async with (
+                Node.open("client", connect=[server.address], secret=SECRET) as client,
+                WebSocketTransport("greedy", SECRET.encode(), queue_size=1).connect(
+                    server.address
+                ) as greedy,
+                trio.open_nursery() as nursery,
+            ):
+                await server.wait_for_peer("greedy")
+                await client.wait_for_peer("server")
+                tasks_before = trio.lowlevel.current_statistics().tasks_living
+                sent = 0
+
+                async def flood() -> None:
+                    nonlocal sent
+                    for ask_id in range(5000):  # 20 MB of answers, never read
+                        await greedy.send(ask_frame(ask_id, "big"))
+                        sent += 1
+
+                nursery.start_soon(flood)
+                await trio.testing.wait_all_tasks_blocked(0.2)
+                tasks = trio.lowlevel.current_statistics().tasks_living - tasks_before
+                assert tasks <= 1  # the flood itself: no task per reply
+                assert sent < 5000  # TCP pushes back on the flood
+                unsent = server._peers["greedy"].replies
+                assert 0 < len(unsent) <= _REPLY_QUEUE + Big.mailbox_size
+                answer = await client.ref("big", node="server").ask("hello", timeout=5)
+                assert answer == b"x" * 4096
+                assert await big.ask("local too") == b"x" * 4096
+                nursery.cancel_scope.cancel()

@@ -21,11 +21,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
+from urllib.parse import urlsplit
 
 import msgpack
 import trio
@@ -42,6 +44,7 @@ __all__ = [
     "LinkState",
     "Role",
     "Transport",
+    "check_exposure",
     "handshake",
 ]
 
@@ -187,6 +190,31 @@ class LinkBase:
         # closed, and its user learns it from the first receive.
         if self._state is LinkState.HANDSHAKING:
             self._set_state(LinkState.OPEN)
+
+
+def check_exposure(address: Address, secret: bytes | None, *, insecure: bool) -> None:
+    """Refuse to listen beyond this host with no secret, unless the caller said
+    ``insecure=True``: anyone who reaches such an address could send messages to every
+    actor of the node. Loopback addresses and ``local://`` need no secret. Called before
+    binding anything."""
+    if secret or insecure:
+        return
+    parts = urlsplit(address)
+    if parts.scheme == "local":
+        return
+    host = parts.hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass  # a host name: it may resolve anywhere
+    raise ValueError(
+        f"refusing to listen on {address} with no secret: anyone who can reach it could "
+        "message every actor of this node. Pass a secret, listen on a loopback address "
+        "(127.0.0.1, ::1, localhost), or pass insecure=True to accept an open node."
+    )
 
 
 class Transport(Protocol):
