@@ -7,18 +7,20 @@ clients or links driven by hand.
 
 from __future__ import annotations
 
+import logging
 from contextlib import suppress
 from typing import Any
 
 import msgpack
+import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from actors import Actor, Node, wire
-from actors.runtime.node import _REPLY_QUEUE
-from transports import WebSocketTransport
-from transports.base import PROTOCOL
+from actors.runtime.node import _REPLY_QUEUE, _WARNING_INTERVAL
+from transports import LocalTransport, WebSocketTransport
+from transports.base import PROTOCOL, check_exposure
 
 from .test_websocket_link import raw_client, receive_bytes
 
@@ -154,3 +156,114 @@ async def test_a_peer_that_never_reads_its_answers_is_back_pressured() -> None:
                 assert answer == b"x" * 4096
                 assert await big.ask("local too") == b"x" * 4096
                 nursery.cancel_scope.cancel()
+
+
+def dropped_tell_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "actors.node" and r.levelno == logging.WARNING and "tell" in r.getMessage()
+    ]
+
+
+async def test_a_flood_of_bad_tells_logs_a_bounded_number_of_lines(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="actors.node")
+    async with Node.open("server", listen="local://", secret=SECRET) as server:
+        assert server.address is not None
+        async with LocalTransport("rogue", SECRET.encode()).connect(server.address) as rogue:
+
+            async def flood(count: int, ask_id: int) -> None:
+                for _ in range(count // 100):
+                    bad = wire.Tell("tell", "missing", wire.encode_value(0))
+                    await rogue.send(wire.encode_frames([bad] * 100))
+                await rogue.send(ask_frame(ask_id, "missing"))
+                (fault,) = wire.decode_frames(await rogue.receive())  # all handled by now
+                assert isinstance(fault, wire.Fault)
+
+            await flood(1000, 1)
+            assert len(dropped_tell_warnings(caplog)) == 1
+            await trio.sleep(_WARNING_INTERVAL)
+            await flood(100, 2)
+            first, summary = dropped_tell_warnings(caplog)
+            assert "dropped tell from 'rogue' to 'missing'" in first
+            assert "999 more like it" in summary
+            await flood(500, 3)
+        await server.wait_for_peer_lost("rogue")
+        *_, last = dropped_tell_warnings(caplog)
+        assert last.startswith("599 more dropped tells (ActorNotFoundError) from 'rogue'")
+        assert len(dropped_tell_warnings(caplog)) == 3
+
+
+@pytest.mark.parametrize("address", ["ws://0.0.0.0:0", "ws://192.0.2.1:9000", "ws://example.com:1"])
+async def test_listening_beyond_loopback_needs_a_secret_or_insecure(address: str) -> None:
+    with pytest.raises(ValueError, match="insecure=True"):
+        Node("open", listen=address)
+    with pytest.raises(ValueError, match="insecure=True"):
+        Node("open", listen=address, secret="")
+    # The transport refuses before binding: 192.0.2.1 (TEST-NET-1) is no address of this
+    # host, so a bind would fail with OSError instead.
+    with pytest.raises(ValueError, match="insecure=True"):
+        await WebSocketTransport("open").serve("ws://192.0.2.1:0", echo_nothing)
+    with pytest.raises(OSError):
+        await WebSocketTransport("open", insecure=True).serve("ws://192.0.2.1:0", echo_nothing)
+    assert Node("open", listen=address, insecure=True).insecure
+    Node("closed", listen=address, secret="s")
+    node = Node("open", listen=address, transport=WebSocketTransport("open", insecure=True))
+    assert node.insecure
+
+
+async def echo_nothing(link: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["ws://127.0.0.1:0", "ws://127.8.9.10:0", "ws://[::1]:0", "ws://localhost:0", "local://x"],
+)
+def test_loopback_and_local_addresses_need_no_secret(address: str) -> None:
+    check_exposure(address, None, insecure=False)
+    assert not Node("n", listen=address).insecure
+
+
+class Who(Actor[Any]):
+    """Answers with the label its node was started with."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    async def receive(self, message: Any) -> Any:
+        return self.label
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+async def test_a_second_node_with_a_linked_name_is_refused_until_the_first_leaves(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        Node.open("server", listen="local://", secret=SECRET) as server,
+        trio.open_nursery() as nursery,
+    ):
+        assert server.address is not None
+        async with Node.open("twin", connect=[server.address], secret=SECRET) as first:
+            await first.spawn(lambda: Who("first"), name="who")
+            await server.wait_for_peer("twin")
+            second = Node(
+                "twin", connect=[server.address], secret=SECRET, reconnect_backoff=(1.0, 1.0)
+            )
+            await nursery.start(second.serve)
+            await second.spawn(lambda: Who("second"), name="who")
+            await trio.sleep(0.5)  # the second dialled and was refused
+            assert await server.ref("who", node="twin").ask("who?") == "first"
+            refused = errors(caplog)
+            assert any("refusing a second link from node 'twin'" in e for e in refused)
+            assert any("node 'server' refused our link" in e for e in refused)
+            assert second.peers == []
+        # The first left: the second gets in at its next redial.
+        await server.wait_for_peer("twin")
+        assert await server.ref("who", node="twin").ask("who?") == "second"
+        nursery.cancel_scope.cancel()
