@@ -15,11 +15,12 @@ import msgpack
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings, strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from actors import Actor, Node, wire
 from actors.runtime.node import _REPLY_QUEUE, _WARNING_INTERVAL
-from transports import LocalTransport, WebSocketTransport
+from transports import Link, LinkClosed, LocalTransport, WebSocketTransport
 from transports.base import PROTOCOL, check_exposure
 
 from .test_websocket_link import raw_client, receive_bytes
@@ -267,3 +268,83 @@ async def test_a_second_node_with_a_linked_name_is_refused_until_the_first_leave
         await server.wait_for_peer("twin")
         assert await server.ref("who", node="twin").ask("who?") == "second"
         nursery.cancel_scope.cancel()
+
+
+# Any msgpack data: what a peer that knows the secret may put in a link message.
+packable = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.binary(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+targets = st.sampled_from(["recorder", "missing", ""]) | st.text(max_size=8)
+bodies = (
+    st.binary(max_size=24)
+    | packable.map(lambda value: msgpack.packb([None, value]))
+    | st.tuples(st.text(max_size=12), packable).map(lambda pair: msgpack.packb(list(pair)))
+)
+ids = st.integers(0, 2**64 - 1)
+frames = st.one_of(
+    st.builds(wire.Tell, st.just("tell"), targets, bodies),
+    st.builds(wire.Ask, st.just("ask"), ids, targets, bodies),
+    st.builds(wire.Answer, st.just("answer"), ids, bodies),
+    st.builds(wire.Fault, st.just("fault"), ids, st.text(max_size=12), st.text(max_size=24)),
+)
+well_formed = st.lists(frames, min_size=1, max_size=6).map(wire.encode_frames)
+FUZZ_MAX_FRAME = 4096
+payloads = st.one_of(
+    well_formed,
+    st.binary(max_size=64),
+    packable.map(msgpack.packb),
+    st.tuples(well_formed, st.integers(0, 10**6)).map(lambda cut: cut[0][: cut[1] % len(cut[0])]),
+    st.integers(1, 64).map(lambda extra: b"\x91" * (FUZZ_MAX_FRAME + extra)),
+)
+PROBE = 2**64 - 1
+
+
+async def probe(link: Link) -> None:
+    """An ask to the recorder after the payload; read until its answer, or the close."""
+    await link.send(ask_frame(PROBE, "recorder"))
+    while True:
+        for frame in wire.decode_frames(await link.receive()):
+            if isinstance(frame, wire.Answer) and frame.id == PROBE:
+                return
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(payloads, min_size=1, max_size=5))
+def test_random_authenticated_frames_never_harm_the_node(sent: list[bytes]) -> None:
+    async def scenario() -> None:
+        server_transport = LocalTransport("server", SECRET.encode(), FUZZ_MAX_FRAME)
+        with trio.fail_after(10):
+            async with Node.open(
+                "server", listen="local://", secret=SECRET, transport=server_transport
+            ) as server:
+                assert server.address is not None
+                await server.spawn(Recorder, name="recorder")
+                async with Node.open("good", connect=[server.address], secret=SECRET) as good:
+                    await good.wait_for_peer("server")
+                    recorder = good.ref("recorder", node="server")
+                    await trio.testing.wait_all_tasks_blocked()
+                    tasks = trio.lowlevel.current_statistics().tasks_living
+                    rogue = LocalTransport("rogue", SECRET.encode())
+                    for payload in sent:
+                        with suppress(LinkClosed):
+                            async with rogue.connect(server.address) as link:
+                                await link.send(payload)
+                                await probe(link)
+                        await server.wait_for_peer_lost("rogue")
+                        assert server.peers == ["good"]
+                        assert isinstance(await recorder.ask("still there?"), int)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert trio.lowlevel.current_statistics().tasks_living == tasks
+                    peer = server._peers["good"]
+                    assert not peer.replies and not peer.pending
+
+    trio.run(scenario)
