@@ -510,32 +510,39 @@ async def test_killed_peer_process_fails_asks_in_flight_and_later_tells() -> Non
             assert await process.wait() == -signal.SIGKILL
 
 
-async def test_frozen_peer_is_dropped_by_the_heartbeat() -> None:
-    # SIGSTOP keeps the peer's socket open: only missing pongs reveal it. The peer dials
-    # us this time, so the failure is seen on the serving side of the link.
+@asynccontextmanager
+async def dialled_by_a_peer_process() -> AsyncIterator[tuple[Node, trio.Process]]:
+    """A server node with a short heartbeat, linked to by the peer process."""
     transport = WebSocketTransport(
         "server", SECRET.encode(), heartbeat_interval=0.1, heartbeat_timeout=0.3
     )
+    async with Node.open(
+        "server", listen="ws://127.0.0.1:0", secret=SECRET, transport=transport
+    ) as server:
+        assert server.address is not None
+        async with peer_process("connect", SECRET, server.address) as (process, lines):
+            assert await lines.next() == "ready"
+            await server.wait_for_peer("peer", timeout=10)
+            yield server, process
+
+
+async def test_frozen_peer_is_dropped_by_the_heartbeat() -> None:
+    # SIGSTOP keeps the peer's socket open: only missing pongs reveal it. The peer dials
+    # us this time, so the failure is seen on the serving side of the link.
     with trio.fail_after(20):
-        async with Node.open(
-            "server", listen="ws://127.0.0.1:0", secret=SECRET, transport=transport
-        ) as server:
-            assert server.address is not None
-            async with peer_process("connect", SECRET, server.address) as (process, lines):
-                assert await lines.next() == "ready"
-                await server.wait_for_peer("peer", timeout=10)
-                ref = server.ref("holder", node="peer")
-                assert await ref.ask(Echo("hello")) == Echo("HELLO")
-                failures: list[BaseException] = []
-                async with trio.open_nursery() as nursery:
-                    process.send_signal(signal.SIGSTOP)
-                    nursery.start_soon(ask_and_record, ref, Echo("never answered"), failures)
-                    with trio.fail_after(3):
-                        await server.wait_for_peer_lost("peer")
-                assert len(failures) == 1
-                assert isinstance(failures[0], PeerLostError)
-                with pytest.raises(PeerLostError):
-                    await ref.tell(Echo("too late"))
+        async with dialled_by_a_peer_process() as (server, process):
+            ref = server.ref("holder", node="peer")
+            assert await ref.ask(Echo("hello")) == Echo("HELLO")
+            failures: list[BaseException] = []
+            async with trio.open_nursery() as nursery:
+                process.send_signal(signal.SIGSTOP)
+                nursery.start_soon(ask_and_record, ref, Echo("never answered"), failures)
+                with trio.fail_after(3):
+                    await server.wait_for_peer_lost("peer")
+            assert len(failures) == 1
+            assert isinstance(failures[0], PeerLostError)
+            with pytest.raises(PeerLostError):
+                await ref.tell(Echo("too late"))
 
 
 @pytest.mark.parametrize("listen", ["ws://127.0.0.1:0", "local://"])
@@ -569,27 +576,19 @@ async def test_a_restarted_node_gets_in_once_its_half_open_link_is_dropped(
 ) -> None:
     """A frozen process keeps its socket open; a new node under its name is refused (4002)
     until the heartbeat drops the old link, then its redial gets in."""
-    transport = WebSocketTransport(
-        "server", SECRET.encode(), heartbeat_interval=0.1, heartbeat_timeout=0.3
-    )
     with trio.fail_after(20):
-        async with Node.open(
-            "server", listen="ws://127.0.0.1:0", secret=SECRET, transport=transport
-        ) as server:
+        async with dialled_by_a_peer_process() as (server, process):
             assert server.address is not None
-            async with peer_process("connect", SECRET, server.address) as (process, lines):
-                assert await lines.next() == "ready"
-                await server.wait_for_peer("peer", timeout=10)
-                process.send_signal(signal.SIGSTOP)
-                async with Node.open(
-                    "peer",
-                    connect=[server.address],
-                    secret=SECRET,
-                    reconnect_backoff=(0.05, 0.2),
-                ) as replacement:
-                    await replacement.spawn(Sink, name="sink")
-                    await server.wait_for_peer_lost("peer")  # the heartbeat dropped it
-                    await server.wait_for_peer("peer")  # the replacement's redial
-                    assert await server.ref("sink", node="peer").ask(Total()) == 0
+            process.send_signal(signal.SIGSTOP)
+            async with Node.open(
+                "peer",
+                connect=[server.address],
+                secret=SECRET,
+                reconnect_backoff=(0.05, 0.2),
+            ) as replacement:
+                await replacement.spawn(Sink, name="sink")
+                await server.wait_for_peer_lost("peer")  # the heartbeat dropped it
+                await server.wait_for_peer("peer")  # the replacement's redial
+                assert await server.ref("sink", node="peer").ask(Total()) == 0
             refused = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
             assert any("node 'server' refused our link" in message for message in refused)
