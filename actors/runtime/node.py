@@ -147,7 +147,8 @@ class Node:
 
     Args:
         name: How peers address this node (``node.ref(actor, node=name)``); unique in a
-            cluster.
+            cluster: a link from a name that a live link already carries is refused
+            (close code 4002), as is a peer claiming our own name.
         listen: Accept links here: ``ws://HOST:PORT`` (port 0 picks a free one; see
             :attr:`address`), ``wss://...`` (needs a transport with an ``ssl_context``) or
             ``local://NAME`` (in-process).
