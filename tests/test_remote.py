@@ -592,3 +592,26 @@ async def test_a_restarted_node_gets_in_once_its_half_open_link_is_dropped(
                 assert await server.ref("sink", node="peer").ask(Total()) == 0
             refused = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
             assert any("node 'server' refused our link" in message for message in refused)
+
+
+class TellThenAnswer(Actor[Any]):
+    """Tells the asking node's "inbox" actor, then answers."""
+
+    async def receive(self, message: Any) -> Any:
+        await self.node.ref("inbox", node="rogue").tell("told first")
+        return "answered second"
+
+
+async def test_a_reply_does_not_overtake_what_its_actor_sent_before_it() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (server, _):
+            assert server.address is not None
+            await server.spawn(TellThenAnswer, name="teller")
+            rogue = WebSocketTransport("rogue", SECRET.encode())
+            async with rogue.connect(server.address) as link:
+                await server.wait_for_peer("rogue")
+                await link.send(_frames(wire.Ask("ask", 1, "teller", wire.encode_value(None))))
+                arrived: list[wire.Frame] = []
+                while len(arrived) < 2:
+                    arrived += wire.decode_frames(await link.receive())
+    assert [frame.kind for frame in arrived] == ["tell", "answer"]

@@ -151,8 +151,8 @@ async def test_a_peer_that_never_reads_its_answers_is_back_pressured() -> None:
                 tasks = trio.lowlevel.current_statistics().tasks_living - tasks_before
                 assert tasks <= 1  # the flood itself: no task per reply
                 assert sent < 5000  # TCP pushes back on the flood
-                unsent = server._peers["greedy"].replies
-                assert 0 < len(unsent) <= _REPLY_QUEUE + Big.mailbox_size
+                unsent = server._peers["greedy"].outbox.replies
+                assert 0 < unsent <= _REPLY_QUEUE + Big.mailbox_size
                 answer = await client.ref("big", node="server").ask("hello", timeout=5)
                 assert answer == b"x" * 4096
                 assert await big.ask("local too") == b"x" * 4096
@@ -345,6 +345,6 @@ def test_random_authenticated_frames_never_harm_the_node(sent: list[bytes]) -> N
                     await trio.testing.wait_all_tasks_blocked()
                     assert trio.lowlevel.current_statistics().tasks_living == tasks
                     peer = server._peers["good"]
-                    assert not peer.replies and not peer.pending
+                    assert peer.outbox.replies == 0 and not peer.pending
 
     trio.run(scenario)

@@ -13,7 +13,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
@@ -96,23 +96,97 @@ class _Warnings:
         self._muted.clear()
 
 
+class _Outbox:
+    """A link's frames in the order they were queued, for its one writer.
+
+    ``put`` (tells and asks) waits while ``_BATCH`` frames wait, so a fast sender goes at
+    the link's pace. ``post`` (replies) never waits: a reply must not block the actor
+    giving it. Replies stay bounded all the same: the link's reader takes no new ask
+    while :meth:`replies_full` (see :meth:`Node._read`).
+    """
+
+    def __init__(self, max_frame: int) -> None:
+        self._frames: deque[wire.Frame] = deque()
+        self._max_frame = max_frame
+        #: Replies among the waiting frames, and their size.
+        self.replies = 0
+        self.reply_bytes = 0
+        self.closed = False
+        self._pushed = trio.Event()
+        self._taken = trio.Event()
+
+    def replies_full(self) -> bool:
+        return (
+            self.replies >= _REPLY_QUEUE
+            or self.reply_bytes >= _REPLY_QUEUE_FRAMES * self._max_frame
+        )
+
+    async def put(self, frame: wire.Frame) -> None:
+        """Queue a frame once fewer than ``_BATCH`` wait; ``ClosedResourceError`` once
+        closed. With room, no trip through the scheduler."""
+        while not self.closed and len(self._frames) >= _BATCH:
+            await self._taken.wait()
+        if self.closed:
+            raise trio.ClosedResourceError
+        self._push(frame)
+
+    def post(self, frame: wire.Answer | wire.Fault) -> None:
+        """Queue a reply at once; dropped once closed."""
+        if not self.closed:
+            self.replies += 1
+            self.reply_bytes += wire.frame_size(frame)
+            self._push(frame)
+
+    def _push(self, frame: wire.Frame) -> None:
+        self._frames.append(frame)
+        self._pushed.set()
+
+    async def room_for_replies(self) -> None:
+        while self.replies_full():
+            await self._taken.wait()
+
+    async def take(self) -> list[wire.Frame]:
+        """The oldest frames, as many as fit one link message; ``[]`` once closed and
+        empty."""
+        while not self._frames:
+            if self.closed:
+                return []
+            self._pushed = trio.Event()
+            await self._pushed.wait()
+        batch: list[wire.Frame] = []
+        size = 0
+        while self._frames and len(batch) < _BATCH:
+            frame = self._frames[0]
+            frame_size = wire.frame_size(frame)
+            if batch and size + frame_size > self._max_frame:
+                break
+            batch.append(self._frames.popleft())
+            size += frame_size
+            if isinstance(frame, wire.Answer | wire.Fault):
+                self.replies -= 1
+                self.reply_bytes -= frame_size
+        self._wake_takers()
+        return batch
+
+    def close(self) -> None:
+        """Refuse new frames; the writer still sends those already queued."""
+        self.closed = True
+        self._pushed.set()
+        self._wake_takers()
+
+    def _wake_takers(self) -> None:
+        self._taken.set()
+        self._taken = trio.Event()
+
+
 @attrs.define(eq=False)
 class _Peer:
-    """One live link: the writer's queues and the asks waiting on that peer.
-
-    Replies to the peer's asks wait in ``replies``, which the writer sends first; ``None``
-    in the outbox only wakes the writer for them.
-    """
+    """One live link: its outbox and the asks waiting on that peer."""
 
     name: str
     link: Link
-    outbox: trio.MemorySendChannel[wire.Frame | None]
+    outbox: _Outbox
     pending: dict[int, LocalReply] = attrs.field(factory=dict)
-    replies: deque[wire.Frame] = attrs.field(factory=deque)
-    reply_bytes: int = 0
-    #: Set by the writer when it took replies: the reader may be waiting for room.
-    room: trio.Event = attrs.field(factory=trio.Event)
-    closed: bool = False
     warnings: _Warnings = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -129,7 +203,7 @@ class _RemoteReply(Reply):
         self._node, self._peer, self._id = node, peer, ask_id
 
     def _deliver(self, value: Any, error: BaseException | None) -> None:
-        frame: wire.Frame
+        frame: wire.Answer | wire.Fault
         if error is None:
             try:
                 body = self._node._encode(value, "")
@@ -139,7 +213,7 @@ class _RemoteReply(Reply):
         if error is not None:
             message = str(error)[:_FAULT_MESSAGE]
             frame = wire.Fault("fault", self._id, type(error).__name__, message)
-        self._node.post(self._peer, frame)
+        self._peer.outbox.post(frame)
 
 
 class Node:
@@ -400,42 +474,9 @@ class Node:
         # check comes first, as in a local tell: a cancelled sender sends nothing.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            try:
-                peer.outbox.send_nowait(frame)
-            except trio.WouldBlock:
-                await peer.outbox.send(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            await peer.outbox.put(frame)
+        except trio.ClosedResourceError:
             raise PeerLostError(f"link to node {peer.name!r} is closed") from None
-
-    def post(self, peer: _Peer, frame: wire.Frame) -> None:
-        """Queue a reply without waiting: replies must not block the actor answering.
-
-        The queue stays bounded because the link's reader takes no new ask while it is
-        full (see :meth:`_room_for_replies`).
-        """
-        if peer.closed:
-            return  # the asker's side fails its pending ask when the link drops
-        if not peer.replies:
-            with suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                peer.outbox.send_nowait(None)  # wake the writer; a full outbox wakes it too
-        peer.replies.append(frame)
-        peer.reply_bytes += wire.frame_size(frame)
-
-    def _replies_full(self, peer: _Peer) -> bool:
-        return (
-            len(peer.replies) >= _REPLY_QUEUE
-            or peer.reply_bytes >= _REPLY_QUEUE_FRAMES * self.max_frame
-        )
-
-    async def _room_for_replies(self, peer: _Peer) -> None:
-        """Wait until the link's unsent replies drop below the bound.
-
-        Meanwhile the reader takes nothing from the link, so a peer that asks faster than
-        it reads the answers is slowed down by TCP (or loses the link to the heartbeat).
-        """
-        while self._replies_full(peer):
-            peer.room = trio.Event()
-            await peer.room.wait()
 
     async def _flush(self) -> None:
         """Send what the outboxes hold, for at most ``shutdown_timeout`` seconds; each
@@ -478,13 +519,12 @@ class Node:
             )
             await link.aclose(f"a node named {link.peer!r} is already linked", NAME_IN_USE)
             return
-        outbox_send, outbox = trio.open_memory_channel[wire.Frame | None](_BATCH)
-        peer = _Peer(link.peer, link, outbox_send)
+        peer = _Peer(link.peer, link, _Outbox(self.max_frame))
         self._peers[peer.name] = peer
         self._notify_peers()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, peer, outbox)
+                nursery.start_soon(self._write, peer)
                 await self._read(peer)
                 nursery.cancel_scope.cancel()
         except* LinkClosed as group:
@@ -495,10 +535,8 @@ class Node:
             else:
                 log.info("link to %r closed: %s", peer.name, closed)
         finally:
-            peer.closed = True
-            peer.replies.clear()
+            peer.outbox.close()
             peer.warnings.close()
-            outbox_send.close()
             if self._peers.get(peer.name) is peer:
                 del self._peers[peer.name]
                 self._notify_peers()
@@ -512,57 +550,12 @@ class Node:
         self._peers_changed.set()
         self._peers_changed = trio.Event()
 
-    async def _write(
-        self, peer: _Peer, outbox: trio.MemoryReceiveChannel[wire.Frame | None]
-    ) -> None:
-        """Send queued frames, replies first, as many per link message as are waiting
-        and fit in one. Once the outbox is closed and empty (:meth:`_flush`), close the
-        link with 1001."""
-        carried: wire.Frame | None = None
-        while True:
-            if carried is None and not peer.replies:
-                try:
-                    carried = await outbox.receive()
-                except trio.EndOfChannel:
-                    await peer.link.aclose("node shutting down", 1001)
-                    return
-            batch, carried = self._next_batch(peer, outbox, carried)
-            if batch:
-                await peer.link.send(wire.encode_frames(batch))
-
-    def _next_batch(
-        self,
-        peer: _Peer,
-        outbox: trio.MemoryReceiveChannel[wire.Frame | None],
-        carried: wire.Frame | None,
-    ) -> tuple[list[wire.Frame], wire.Frame | None]:
-        """Waiting replies, then ``carried``, then queued frames, up to ``max_frame``
-        bytes; also the frame that opens the next batch, if one did not fit."""
-        batch: list[wire.Frame] = []
-        size = 0
-
-        def fits(frame: wire.Frame) -> bool:
-            nonlocal size
-            frame_size = wire.frame_size(frame)
-            if len(batch) == _BATCH or (batch and size + frame_size > self.max_frame):
-                return False
-            batch.append(frame)
-            size += frame_size
-            return True
-
-        while peer.replies and fits(peer.replies[0]):
-            peer.reply_bytes -= wire.frame_size(peer.replies.popleft())
-        if not self._replies_full(peer):
-            peer.room.set()
-        if carried is not None and not fits(carried):
-            return batch, carried
-        while True:
-            try:
-                frame = outbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return batch, None
-            if frame is not None and not fits(frame):
-                return batch, frame
+    async def _write(self, peer: _Peer) -> None:
+        """Send queued frames, as many per link message as are waiting and fit in one.
+        Once the outbox is closed and empty (:meth:`_flush`), close the link with 1001."""
+        while batch := await peer.outbox.take():
+            await peer.link.send(wire.encode_frames(batch))
+        await peer.link.aclose("node shutting down", 1001)
 
     async def _read(self, peer: _Peer) -> None:
         async for data in peer.link:
@@ -574,7 +567,10 @@ class Node:
                 return
             for frame in frames:
                 if isinstance(frame, wire.Ask):
-                    await self._room_for_replies(peer)
+                    # Meanwhile nothing more is read from the link: a peer that asks
+                    # faster than it reads the answers is slowed down by TCP (or loses
+                    # the link to the heartbeat), and our memory stays bounded.
+                    await peer.outbox.room_for_replies()
                 await self._dispatch(peer, frame)
 
     async def _dispatch(self, peer: _Peer, frame: wire.Frame) -> None:
