@@ -211,6 +211,7 @@ async def test_listening_beyond_loopback_needs_a_secret_or_insecure(address: str
         await WebSocketTransport("open", insecure=True).serve("ws://192.0.2.1:0", echo_nothing)
     assert Node("open", listen=address, insecure=True).insecure
     Node("closed", listen=address, secret="s")
+    Node("closed", listen=address, transport=WebSocketTransport("closed", b"s"))
     node = Node("open", listen=address, transport=WebSocketTransport("open", insecure=True))
     assert node.insecure
 

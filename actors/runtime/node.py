@@ -270,7 +270,8 @@ class Node:
             raise ValueError("the node's secret differs from its transport's")
         self.insecure = insecure or bool(getattr(transport, "insecure", False))
         if listen is not None:
-            check_exposure(listen, self.secret, insecure=self.insecure)
+            secured = self.secret or getattr(transport, "secret", None)
+            check_exposure(listen, secured, insecure=self.insecure)
         self._transport = transport
         self.shutdown_timeout = shutdown_timeout
         self.reconnect_backoff = reconnect_backoff
