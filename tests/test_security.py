@@ -61,9 +61,7 @@ async def hello(raw: WebSocketConnection, name: str, nonce: bytes) -> list[Any]:
 
 
 def tell(target: str, value: Any) -> bytes:
-    frame = {"kind": "tell", "target": target, "body": msgpack.packb([None, value])}
-    packed: bytes = msgpack.packb([frame])
-    return packed
+    return wire.encode_frames([wire.Tell("tell", target, wire.encode_value(value))])
 
 
 async def test_the_handshake_cannot_be_reflected_to_the_node_that_made_it() -> None:
