@@ -14,8 +14,10 @@ from actors import (
     Actor,
     ActorCrashedError,
     ActorRef,
+    ActorStoppedError,
     AskTimeoutError,
     Node,
+    Restart,
 )
 
 
@@ -249,6 +251,21 @@ async def test_crash_fails_deferred_replies(autojump_clock: trio.abc.Clock) -> N
             with pytest.raises(ActorCrashedError):
                 await ref.ask(Boom())
         assert len(failures) == 1
+
+
+@pytest.mark.parametrize("restart", ["permanent", "temporary"])
+async def test_a_normal_stop_fails_deferred_replies(
+    autojump_clock: trio.abc.Clock, restart: Restart
+) -> None:
+    class DeferThenStop(Actor[Get]):
+        async def receive(self, message: Get) -> Any:
+            self.defer_reply()
+            self.stop()
+
+    async with Node.open("t") as node:
+        ref = await node.spawn(DeferThenStop, restart=restart)
+        with trio.fail_after(5), pytest.raises(ActorStoppedError, match="before answering"):
+            await ref.ask(Get())
 
 
 async def test_node_shuts_down_within_timeout_and_leaves_no_task() -> None:

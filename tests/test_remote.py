@@ -152,7 +152,13 @@ PEER_SCRIPT = textwrap.dedent(
         async with Node.open("peer", secret=secret, **options) as node:
             await node.spawn(Holder, name="holder")
             print(node.address or "ready", flush=True)
-            await trio.sleep_forever()
+            if mode != "flood":
+                await trio.sleep_forever()
+            # Tell the server's sink COUNT messages, then leave the block at once.
+            await node.wait_for_peer("server")
+            sink = node.ref("sink", node="server")
+            for i in range(int(sys.argv[4])):
+                await sink.tell(Echo(str(i)))
 
 
     trio.run(main)
@@ -194,6 +200,17 @@ async def peer_process(*args: str) -> AsyncIterator[tuple[trio.Process, Lines]]:
             process.kill()
             await process.wait()
             await process.stdout.aclose()
+
+
+class Sink(Actor[Echo | Total]):
+    """Counts what it is told; an ask answers the count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def receive(self, message: Echo | Total) -> Any:
+        self.count += isinstance(message, Echo)
+        return self.count
 
 
 async def ask_and_record(ref: Any, message: Any, failures: list[BaseException]) -> None:
@@ -493,29 +510,108 @@ async def test_killed_peer_process_fails_asks_in_flight_and_later_tells() -> Non
             assert await process.wait() == -signal.SIGKILL
 
 
-async def test_frozen_peer_is_dropped_by_the_heartbeat() -> None:
-    # SIGSTOP keeps the peer's socket open: only missing pongs reveal it. The peer dials
-    # us this time, so the failure is seen on the serving side of the link.
+@asynccontextmanager
+async def dialled_by_a_peer_process() -> AsyncIterator[tuple[Node, trio.Process]]:
+    """A server node with a short heartbeat, linked to by the peer process."""
     transport = WebSocketTransport(
         "server", SECRET.encode(), heartbeat_interval=0.1, heartbeat_timeout=0.3
     )
+    async with Node.open(
+        "server", listen="ws://127.0.0.1:0", secret=SECRET, transport=transport
+    ) as server:
+        assert server.address is not None
+        async with peer_process("connect", SECRET, server.address) as (process, lines):
+            assert await lines.next() == "ready"
+            await server.wait_for_peer("peer", timeout=10)
+            yield server, process
+
+
+async def test_frozen_peer_is_dropped_by_the_heartbeat() -> None:
+    # SIGSTOP keeps the peer's socket open: only missing pongs reveal it. The peer dials
+    # us this time, so the failure is seen on the serving side of the link.
     with trio.fail_after(20):
-        async with Node.open(
-            "server", listen="ws://127.0.0.1:0", secret=SECRET, transport=transport
-        ) as server:
+        async with dialled_by_a_peer_process() as (server, process):
+            ref = server.ref("holder", node="peer")
+            assert await ref.ask(Echo("hello")) == Echo("HELLO")
+            failures: list[BaseException] = []
+            async with trio.open_nursery() as nursery:
+                process.send_signal(signal.SIGSTOP)
+                nursery.start_soon(ask_and_record, ref, Echo("never answered"), failures)
+                with trio.fail_after(3):
+                    await server.wait_for_peer_lost("peer")
+            assert len(failures) == 1
+            assert isinstance(failures[0], PeerLostError)
+            with pytest.raises(PeerLostError):
+                await ref.tell(Echo("too late"))
+
+
+@pytest.mark.parametrize("listen", ["ws://127.0.0.1:0", "local://"])
+async def test_tells_sent_just_before_a_clean_exit_are_delivered(listen: str) -> None:
+    with trio.fail_after(10):
+        async with Node.open("server", listen=listen, secret=SECRET) as server:
             assert server.address is not None
-            async with peer_process("connect", SECRET, server.address) as (process, lines):
-                assert await lines.next() == "ready"
-                await server.wait_for_peer("peer", timeout=10)
-                ref = server.ref("holder", node="peer")
-                assert await ref.ask(Echo("hello")) == Echo("HELLO")
-                failures: list[BaseException] = []
-                async with trio.open_nursery() as nursery:
-                    process.send_signal(signal.SIGSTOP)
-                    nursery.start_soon(ask_and_record, ref, Echo("never answered"), failures)
-                    with trio.fail_after(3):
-                        await server.wait_for_peer_lost("peer")
-                assert len(failures) == 1
-                assert isinstance(failures[0], PeerLostError)
-                with pytest.raises(PeerLostError):
-                    await ref.tell(Echo("too late"))
+            sink = await server.spawn(Sink, name="sink")
+            async with Node.open("client", connect=[server.address], secret=SECRET) as client:
+                await client.wait_for_peer("server")
+                remote = client.ref("sink", node="server")
+                for i in range(2000):
+                    await remote.tell(Echo(str(i)))
+            await server.wait_for_peer_lost("client")
+            assert await sink.ask(Total()) == 2000
+
+
+async def test_tells_sent_just_before_a_peer_process_exits_are_delivered() -> None:
+    with trio.fail_after(20):
+        async with Node.open("server", listen="ws://127.0.0.1:0", secret=SECRET) as server:
+            assert server.address is not None
+            sink = await server.spawn(Sink, name="sink")
+            async with peer_process("flood", SECRET, server.address, "5000") as (process, _):
+                assert await process.wait() == 0
+            await server.wait_for_peer_lost("peer")
+            assert await sink.ask(Total()) == 5000
+
+
+async def test_a_restarted_node_gets_in_once_its_half_open_link_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frozen process keeps its socket open; a new node under its name is refused (4002)
+    until the heartbeat drops the old link, then its redial gets in."""
+    with trio.fail_after(20):
+        async with dialled_by_a_peer_process() as (server, process):
+            assert server.address is not None
+            process.send_signal(signal.SIGSTOP)
+            async with Node.open(
+                "peer",
+                connect=[server.address],
+                secret=SECRET,
+                reconnect_backoff=(0.05, 0.2),
+            ) as replacement:
+                await replacement.spawn(Sink, name="sink")
+                await server.wait_for_peer_lost("peer")  # the heartbeat dropped it
+                await server.wait_for_peer("peer")  # the replacement's redial
+                assert await server.ref("sink", node="peer").ask(Total()) == 0
+            refused = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+            assert any("node 'server' refused our link" in message for message in refused)
+
+
+class TellThenAnswer(Actor[Any]):
+    """Tells the asking node's "inbox" actor, then answers."""
+
+    async def receive(self, message: Any) -> Any:
+        await self.node.ref("inbox", node="rogue").tell("told first")
+        return "answered second"
+
+
+async def test_a_reply_does_not_overtake_what_its_actor_sent_before_it() -> None:
+    with trio.fail_after(10):
+        async with linked_pair() as (server, _):
+            assert server.address is not None
+            await server.spawn(TellThenAnswer, name="teller")
+            rogue = WebSocketTransport("rogue", SECRET.encode())
+            async with rogue.connect(server.address) as link:
+                await server.wait_for_peer("rogue")
+                await link.send(_frames(wire.Ask("ask", 1, "teller", wire.encode_value(None))))
+                arrived: list[wire.Frame] = []
+                while len(arrived) < 2:
+                    arrived += wire.decode_frames(await link.receive())
+    assert [frame.kind for frame in arrived] == ["tell", "answer"]

@@ -22,6 +22,7 @@ from transports import (
     Transport,
     WebSocketTransport,
 )
+from transports.base import NAME_IN_USE
 
 SECRET = b"cluster secret"
 
@@ -144,6 +145,15 @@ async def test_wrong_secret_is_refused_and_server_keeps_serving(
         with trio.fail_after(5):
             assert await link.receive() == b"welcome"
     assert handled == ["good"]
+
+
+async def test_a_peer_claiming_our_own_name_is_refused(net: Net, nursery: trio.Nursery) -> None:
+    server = net.make("server")
+    address = await nursery.start(server.serve, net.listen_at, echo)
+    with trio.fail_after(5), pytest.raises(HandshakeError) as refused:
+        async with net.make("server").connect(address):
+            pytest.fail("a peer with our own name got a link")
+    assert refused.value.code == NAME_IN_USE
 
 
 async def test_oversized_frame_closes_only_that_link(net: Net, nursery: trio.Nursery) -> None:

@@ -241,7 +241,11 @@ async def test_bad_frame_after_handshake_closes_with_its_code(
     with trio.fail_after(5):
         async with raw_client(address) as raw:
             peer = await handshake(
-                raw.send_message, lambda: receive_bytes(raw), name="raw", secret=SECRET
+                raw.send_message,
+                lambda: receive_bytes(raw),
+                name="raw",
+                secret=SECRET,
+                role="dialler",
             )
             await raw.send_message(frame)
             closed_with, _ = await close_of(raw)
@@ -283,7 +287,11 @@ class RawPeer:
         await self.send(Request(host=host, target="/"))
         assert isinstance(await self.event(), AcceptConnection)
         return await handshake(
-            lambda data: self.send(BytesMessage(data=data)), self.frame, name="raw", secret=SECRET
+            lambda data: self.send(BytesMessage(data=data)),
+            self.frame,
+            name="raw",
+            secret=SECRET,
+            role="dialler",
         )
 
 

@@ -9,6 +9,11 @@ Life of a link (h11-style, one explicit table)::
 
     CONNECTING --open--> HANDSHAKING --hello ok--> OPEN --close/error--> CLOSED
          \\______________________\\___________________________________/^
+
+Close codes every transport uses: 1000 normal, 1001 going away, 1002 protocol error
+(bad hello, handshake timeout), 1006 connection lost or never made, 1007 malformed link
+message, 1009 frame over ``max_frame``, 4001 failed authentication, 4002
+(:data:`NAME_IN_USE`) the peer's name is our own or already carried by a live link.
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
+from urllib.parse import urlsplit
 
 import msgpack
 import trio
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "NAME_IN_USE",
     "Address",
     "HandshakeError",
     "Link",
@@ -34,7 +42,9 @@ __all__ = [
     "LinkClosed",
     "LinkHandler",
     "LinkState",
+    "Role",
     "Transport",
+    "check_exposure",
     "handshake",
 ]
 
@@ -162,11 +172,11 @@ class LinkBase:
         self._set_state(LinkState.CLOSED)
         return True
 
-    async def _handshake(self, secret: bytes | None, timeout: float) -> None:
+    async def _handshake(self, secret: bytes | None, role: Role, timeout: float) -> None:
         self._set_state(LinkState.HANDSHAKING)
         try:
             self._peer = await handshake(
-                self.send, self.receive, name=self._name, secret=secret, timeout=timeout
+                self.send, self.receive, name=self._name, secret=secret, role=role, timeout=timeout
             )
         except HandshakeError as exc:
             self._logger.warning("%r: handshake failed: %s (%d)", self, exc.reason, exc.code)
@@ -180,6 +190,31 @@ class LinkBase:
         # closed, and its user learns it from the first receive.
         if self._state is LinkState.HANDSHAKING:
             self._set_state(LinkState.OPEN)
+
+
+def check_exposure(address: Address, secret: bytes | None, *, insecure: bool) -> None:
+    """Refuse to listen beyond this host with no secret, unless the caller said
+    ``insecure=True``: anyone who reaches such an address could send messages to every
+    actor of the node. Loopback addresses and ``local://`` need no secret. Called before
+    binding anything."""
+    if secret or insecure:
+        return
+    parts = urlsplit(address)
+    if parts.scheme == "local":
+        return
+    host = parts.hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass  # a host name: it may resolve anywhere
+    raise ValueError(
+        f"refusing to listen on {address} with no secret: anyone who can reach it could "
+        "message every actor of this node. Pass a secret, listen on a loopback address "
+        "(127.0.0.1, ::1, localhost), or pass insecure=True to accept an open node."
+    )
 
 
 class Transport(Protocol):
@@ -200,11 +235,20 @@ class Transport(Protocol):
         ...
 
 
-PROTOCOL = "trio-actors/1"
+PROTOCOL = "trio-actors/2"
+
+#: Close code of a link refused because its peer's name is taken: it is our own name, or
+#: another live link already carries it.
+NAME_IN_USE = 4002
+
+Role = Literal["dialler", "listener"]
 
 
-def _proof(secret: bytes, nonce: bytes, name: str) -> bytes:
-    return hmac.new(secret, nonce + name.encode(), hashlib.sha256).digest()
+def _proof(secret: bytes, role: Role, dialler: list[Any], listener: list[Any]) -> bytes:
+    """The HMAC one side sends: its role, then both names and both nonces, each side's
+    pair in a fixed order, so a proof is valid on one link, in one direction only."""
+    transcript = msgpack.packb([PROTOCOL, role, *dialler, *listener])
+    return hmac.new(secret, transcript, hashlib.sha256).digest()
 
 
 async def handshake(
@@ -213,13 +257,17 @@ async def handshake(
     *,
     name: str,
     secret: bytes | None,
+    role: Role,
     timeout: float = 10.0,
 ) -> str:
     """Mutual challenge-response; returns the peer's name.
 
-    Each side sends a fresh nonce, then proves knowledge of ``secret`` with an HMAC over
-    the *peer's* nonce and its own name. The secret itself never crosses the wire. With
-    ``secret=None`` both sides must also have no secret (an open cluster).
+    Each side sends its name and a fresh nonce, then proves knowledge of ``secret`` with
+    an HMAC over its role (dialler or listener), both names and both nonces. The secret
+    never crosses the wire, and a proof cannot be replayed: not reflected back to the
+    node that made it (the role differs), nor relayed to another link (the nonces and
+    names differ). A peer that claims our own name is refused with :data:`NAME_IN_USE`.
+    With ``secret=None`` both sides must also have no secret (an open cluster).
     """
     key = secret or b""
     nonce = os.urandom(16)
@@ -234,9 +282,17 @@ async def handshake(
                 raise HandshakeError(f"malformed hello: {exc}", code=1002) from exc
             if protocol != PROTOCOL:
                 raise HandshakeError(f"peer speaks {protocol!r}, not {PROTOCOL!r}", code=1002)
-            await send(_proof(key, peer_nonce, name))
+            if peer == name:
+                raise HandshakeError(f"peer claims our own name {name!r}", code=NAME_IN_USE)
+            ours, theirs = [name, nonce], [peer, peer_nonce]
+            peer_role: Role
+            if role == "dialler":
+                dialler, listener, peer_role = ours, theirs, "listener"
+            else:
+                dialler, listener, peer_role = theirs, ours, "dialler"
+            await send(_proof(key, role, dialler, listener))
             proof = await receive()
-            if not hmac.compare_digest(proof, _proof(key, nonce, peer)):
+            if not hmac.compare_digest(proof, _proof(key, peer_role, dialler, listener)):
                 raise HandshakeError(f"peer {peer!r} failed authentication", code=4001)
     except trio.TooSlowError:
         # A silent peer is a failed handshake, not a timeout the caller must know about.

@@ -178,7 +178,7 @@ class LocalTransport:
         ours._other, theirs._other = theirs, ours
         server.nursery.start_soon(server.transport._run_link, theirs, server.handler)
         try:
-            await ours._handshake(self.secret, self.handshake_timeout)
+            await ours._handshake(self.secret, "dialler", self.handshake_timeout)
             yield ours
         finally:
             await ours.aclose()
@@ -208,7 +208,7 @@ class LocalTransport:
 
     async def _run_link(self, link: LocalLink, handler: LinkHandler) -> None:
         try:
-            await link._handshake(self.secret, self.handshake_timeout)
+            await link._handshake(self.secret, "listener", self.handshake_timeout)
         except LinkClosed:
             return  # already logged and closed
         try:

@@ -12,8 +12,11 @@ Each link runs two tasks next to the code that uses it, in the nursery of the
   ("heartbeat timeout") when no pong comes within ``heartbeat_timeout``.
 
 Close codes: 1009 frame bigger than ``max_frame`` (the receiver closes), 4001 failed
-authentication, 1002 protocol error (bad hello, handshake timeout), 1003 text frame,
-1011 heartbeat timeout, 1006 connection lost or never made.
+authentication, 4002 name in use (the peer claims our name, or a live link already
+carries its name: see :data:`~transports.base.NAME_IN_USE`), 1002 protocol error (bad
+hello, handshake timeout), 1003 text frame, 1011 heartbeat timeout, 1006 connection
+lost or never made; a node also closes with 1007 (malformed link message) and 1001
+(shutting down, after its outbox was flushed).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from .base import (
     LinkBase,
     LinkClosed,
     LinkHandler,
+    Role,
+    check_exposure,
 )
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
@@ -223,6 +228,7 @@ class WebSocketTransport:
         queue_size: int = 64,
         handshake_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        insecure: bool = False,
     ) -> None:
         self.name = name
         self.secret = secret
@@ -233,6 +239,8 @@ class WebSocketTransport:
         self.queue_size = queue_size
         self.handshake_timeout = handshake_timeout
         self.connect_timeout = connect_timeout
+        #: Allows serving a non-loopback address with no secret (see ``check_exposure``).
+        self.insecure = insecure
 
     def __repr__(self) -> str:
         return f"WebSocketTransport({self.name!r})"
@@ -251,7 +259,8 @@ class WebSocketTransport:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link._pump)
                 try:
-                    await link._handshake(self.secret, self.handshake_timeout)
+                    role: Role = "dialler" if ws.is_client else "listener"
+                    await link._handshake(self.secret, role, self.handshake_timeout)
                     nursery.start_soon(
                         link._heartbeat, self.heartbeat_interval, self.heartbeat_timeout
                     )
@@ -292,10 +301,13 @@ class WebSocketTransport:
                             )
 
                         with trio.fail_after(self.connect_timeout):
-                            ws = await nursery.start(_run_websocket, stream, upgrade)
-                        async with self.open_link(ws) as link:
-                            opened = True
-                            yield link
+                            ws, reader = await nursery.start(_run_websocket, stream, upgrade)
+                        try:
+                            async with self.open_link(ws) as link:
+                                opened = True
+                                yield link
+                        finally:
+                            reader.cancel()
                     finally:
                         await trio.aclose_forcefully(stream)
         except (
@@ -323,8 +335,12 @@ class WebSocketTransport:
         server, as in :func:`trio.serve_listeners`. Bind one IP address: with port 0 a
         name such as ``localhost`` may bind several listeners on different ports, and
         only the first is reported.
+
+        Raises ``ValueError`` before binding when ``address`` is not a loopback one and
+        there is no secret, unless the transport was made with ``insecure=True``.
         """
         scheme, host, port, _ = _parse(address)
+        check_exposure(address, self.secret, insecure=self.insecure)
         serve_one = partial(self._serve_connection, handler)
         if scheme == "wss":
             if self.ssl_context is None:
@@ -356,7 +372,7 @@ class WebSocketTransport:
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(self.connect_timeout):
-                    ws = await nursery.start(_run_websocket, stream, upgrade)
+                    ws, reader = await nursery.start(_run_websocket, stream, upgrade)
             except (trio.TooSlowError, ConnectionClosed) as exc:
                 logger.debug("%r: no websocket upgrade: %r", self, exc)
                 await trio.aclose_forcefully(stream)  # ends trio-websocket's reader
@@ -367,6 +383,7 @@ class WebSocketTransport:
             except LinkClosed as exc:  # a failed handshake included; the link logged it
                 logger.debug("%r: a served link ended: %s (%d)", self, exc.reason, exc.code)
             finally:
+                reader.cancel()
                 await trio.aclose_forcefully(stream)
 
 
@@ -374,9 +391,12 @@ async def _run_websocket(
     stream: trio.abc.Stream,
     upgrade: Callable[[trio.Nursery], Awaitable[WebSocketConnection]],
     *,
-    task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[
+        tuple[WebSocketConnection, trio.CancelScope]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Host trio-websocket's reader for one connection; report the open websocket.
+    """Host trio-websocket's reader for one connection; report the open websocket and
+    the reader's cancel scope.
 
     The reader raises ``LocalProtocolError`` when a ping arrives after we sent our close
     (python-trio/trio-websocket#184). Here that ends this connection only.
@@ -384,8 +404,9 @@ async def _run_websocket(
     Once the websocket is open the reader is shielded from cancellation: a node that is
     shutting down (its whole nursery cancelled) still reads the peer's half of the closing
     handshake, so the link closes cleanly and at once instead of waiting out the close
-    timeout. The reader still ends when its stream closes, and every caller closes the
-    stream when its link block exits.
+    timeout. Every caller cancels the reader when its link block exits: closing the
+    stream is not enough, since a reader whose one-message queue is full (nobody read
+    it) waits on that queue, not on the stream.
     """
     started = False
     try:
@@ -393,7 +414,7 @@ async def _run_websocket(
             async with trio.open_nursery() as nursery:
                 ws = await upgrade(nursery)
                 reader_scope.shield = True
-                task_status.started(ws)
+                task_status.started((ws, reader_scope))
                 started = True
     except LocalProtocolError as exc:
         if not started:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import trio
 
 from .. import wire
-from .errors import ActorCrashedError
+from .errors import ActorCrashedError, ActorStoppedError
 from .mailbox import Mailbox, Reply
 
 if TYPE_CHECKING:
@@ -99,7 +99,9 @@ class Actor(Generic[M]):
         """Take over answering the current ask (None for a tell).
 
         Call inside :meth:`receive` to answer later with ``reply.resolve(value)``; if the
-        actor crashes first, the reply fails with :class:`ActorCrashedError`.
+        actor crashes first, the reply fails with :class:`ActorCrashedError`, and if it
+        stops normally first (after its ``stopped()`` hook), with
+        :class:`ActorStoppedError`.
         """
         return self._cell.defer_current()
 
@@ -149,6 +151,9 @@ class ActorCell(Generic[M]):
         finally:
             with trio.move_on_after(self.node.shutdown_timeout, shield=True):
                 await actor.stopped()
+            # A normal stop: replies that stopped() did not answer never will be.
+            for reply in list(self._deferred):
+                reply.fail(ActorStoppedError(f"actor {self.name!r} stopped before answering"))
 
     async def _loop(self, actor: Actor[M]) -> None:
         receiver = self.mailbox.receiver

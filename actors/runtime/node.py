@@ -11,14 +11,22 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from transports.base import DEFAULT_MAX_FRAME, Link, LinkClosed, Transport
+from transports.base import (
+    DEFAULT_MAX_FRAME,
+    NAME_IN_USE,
+    Link,
+    LinkClosed,
+    Transport,
+    check_exposure,
+)
 
 from .. import wire
 from .actor import Actor, ActorCell
@@ -54,16 +62,135 @@ _FAULTS: dict[str, type[Exception]] = {
 _BATCH = 256
 #: Longest error message a fault frame carries.
 _FAULT_MESSAGE = 2000
+#: Replies a link may hold unsent (or this many link messages' worth of bytes) before its
+#: reader stops taking new asks from the peer.
+_REPLY_QUEUE = 256
+_REPLY_QUEUE_FRAMES = 4
+#: A link logs the first of a run of like warnings, then at most one summary this often.
+_WARNING_INTERVAL = 10.0
+
+
+class _Warnings:
+    """One link's warnings, rate-limited per kind: a peer sending thousands of bad
+    messages must not flood the log nor stall the node writing it."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+        self._last: dict[str, float] = {}
+        self._muted: dict[str, int] = {}
+
+    def warn(self, kind: str, message: str) -> None:
+        now = trio.current_time()
+        last = self._last.get(kind)
+        if last is not None and now - last < _WARNING_INTERVAL:
+            self._muted[kind] = self._muted.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        muted = self._muted.pop(kind, 0)
+        more = f" ({muted} more like it from {self._peer!r} not logged)" if muted else ""
+        log.warning("%s%s", message, more)
+
+    def close(self) -> None:
+        for kind, muted in self._muted.items():
+            log.warning("%d more %s from %r were not logged", muted, kind, self._peer)
+        self._muted.clear()
+
+
+class _Outbox:
+    """A link's frames in the order they were queued, for its one writer.
+
+    ``put`` (tells and asks) waits while ``_BATCH`` frames wait, so a fast sender goes at
+    the link's pace. ``post`` (replies) never waits: a reply must not block the actor
+    giving it. Replies stay bounded all the same: the link's reader takes no new ask
+    while :meth:`replies_full` (see :meth:`Node._read`).
+    """
+
+    def __init__(self, max_frame: int) -> None:
+        self._frames: deque[wire.Frame] = deque()
+        self._max_frame = max_frame
+        #: Replies among the waiting frames, and their size.
+        self.replies = 0
+        self.reply_bytes = 0
+        self.closed = False
+        self._pushed = trio.Event()
+        self._taken = trio.Event()
+
+    def replies_full(self) -> bool:
+        return (
+            self.replies >= _REPLY_QUEUE
+            or self.reply_bytes >= _REPLY_QUEUE_FRAMES * self._max_frame
+        )
+
+    async def put(self, frame: wire.Frame) -> None:
+        """Queue a frame once fewer than ``_BATCH`` wait; ``ClosedResourceError`` once
+        closed. With room, no trip through the scheduler."""
+        while not self.closed and len(self._frames) >= _BATCH:
+            await self._taken.wait()
+        if self.closed:
+            raise trio.ClosedResourceError
+        self._push(frame)
+
+    def post(self, frame: wire.Answer | wire.Fault) -> None:
+        """Queue a reply at once; dropped once closed."""
+        if not self.closed:
+            self.replies += 1
+            self.reply_bytes += wire.frame_size(frame)
+            self._push(frame)
+
+    def _push(self, frame: wire.Frame) -> None:
+        self._frames.append(frame)
+        self._pushed.set()
+
+    async def room_for_replies(self) -> None:
+        while self.replies_full():
+            await self._taken.wait()
+
+    async def take(self) -> list[wire.Frame]:
+        """The oldest frames, as many as fit one link message; ``[]`` once closed and
+        empty."""
+        while not self._frames:
+            if self.closed:
+                return []
+            self._pushed = trio.Event()
+            await self._pushed.wait()
+        batch: list[wire.Frame] = []
+        size = 0
+        while self._frames and len(batch) < _BATCH:
+            frame = self._frames[0]
+            frame_size = wire.frame_size(frame)
+            if batch and size + frame_size > self._max_frame:
+                break
+            batch.append(self._frames.popleft())
+            size += frame_size
+            if isinstance(frame, wire.Answer | wire.Fault):
+                self.replies -= 1
+                self.reply_bytes -= frame_size
+        self._wake_takers()
+        return batch
+
+    def close(self) -> None:
+        """Refuse new frames; the writer still sends those already queued."""
+        self.closed = True
+        self._pushed.set()
+        self._wake_takers()
+
+    def _wake_takers(self) -> None:
+        self._taken.set()
+        self._taken = trio.Event()
 
 
 @attrs.define(eq=False)
 class _Peer:
-    """One live link: the writer's queue and the asks waiting on that peer."""
+    """One live link: its outbox and the asks waiting on that peer."""
 
     name: str
     link: Link
-    outbox: trio.MemorySendChannel[wire.Frame]
+    outbox: _Outbox
     pending: dict[int, LocalReply] = attrs.field(factory=dict)
+    warnings: _Warnings = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.warnings = _Warnings(self.name)
 
 
 class _RemoteReply(Reply):
@@ -76,7 +203,7 @@ class _RemoteReply(Reply):
         self._node, self._peer, self._id = node, peer, ask_id
 
     def _deliver(self, value: Any, error: BaseException | None) -> None:
-        frame: wire.Frame
+        frame: wire.Answer | wire.Fault
         if error is None:
             try:
                 body = self._node._encode(value, "")
@@ -86,7 +213,7 @@ class _RemoteReply(Reply):
         if error is not None:
             message = str(error)[:_FAULT_MESSAGE]
             frame = wire.Fault("fault", self._id, type(error).__name__, message)
-        self._node.post(self._peer, frame)
+        self._peer.outbox.post(frame)
 
 
 class Node:
@@ -94,7 +221,8 @@ class Node:
 
     Args:
         name: How peers address this node (``node.ref(actor, node=name)``); unique in a
-            cluster.
+            cluster: a link from a name that a live link already carries is refused
+            (close code 4002), as is a peer claiming our own name.
         listen: Accept links here: ``ws://HOST:PORT`` (port 0 picks a free one; see
             :attr:`address`), ``wss://...`` (needs a transport with an ``ssl_context``) or
             ``local://NAME`` (in-process).
@@ -102,10 +230,14 @@ class Node:
             link drops.
         secret: The cluster's shared secret; it never crosses the wire. None means an
             open cluster where every peer also has none.
+        insecure: Allow listening on a non-loopback address with no secret (anyone who
+            reaches it can message every actor here); without it that is a ``ValueError``.
         transport: Links are made by this transport instead of one chosen from the
             scheme of ``listen`` (or the first ``connect``). Its ``name`` and ``secret``
             are the node's; one transport serves every link of the node.
-        shutdown_timeout: How long each actor's ``stopped()`` hook may take at the end.
+        shutdown_timeout: How long each actor's ``stopped()`` hook may take at the end,
+            and how long a clean exit of :meth:`open` spends sending what the links'
+            outboxes still hold.
         reconnect_backoff: ``(first, maximum)`` seconds between redials, doubling.
         root: The root supervisor (default: ``one_for_one``, at most 10 restarts a
             second). If it gives up, :meth:`serve` raises its ``SupervisorFailedError``.
@@ -118,6 +250,7 @@ class Node:
         listen: str | None = None,
         connect: Sequence[str] = (),
         secret: bytes | str | None = None,
+        insecure: bool = False,
         transport: Transport | None = None,
         shutdown_timeout: float = 5.0,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
@@ -135,6 +268,10 @@ class Node:
             )
         if secret is not None and getattr(transport, "secret", self.secret) != self.secret:
             raise ValueError("the node's secret differs from its transport's")
+        self.insecure = insecure or bool(getattr(transport, "insecure", False))
+        if listen is not None:
+            secured = self.secret or getattr(transport, "secret", None)
+            check_exposure(listen, secured, insecure=self.insecure)
         self._transport = transport
         self.shutdown_timeout = shutdown_timeout
         self.reconnect_backoff = reconnect_backoff
@@ -146,7 +283,7 @@ class Node:
         self._peers_changed = trio.Event()
         self._ids = itertools.count(1)
         self._names = itertools.count(1)
-        self._nursery: trio.Nursery | None = None
+        self._closing = False
 
     @classmethod
     @asynccontextmanager
@@ -157,6 +294,7 @@ class Node:
         listen: str | None = None,
         connect: Sequence[str] = (),
         secret: bytes | str | None = None,
+        insecure: bool = False,
         transport: Transport | None = None,
         shutdown_timeout: float = 5.0,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
@@ -164,13 +302,16 @@ class Node:
     ) -> AsyncIterator[Node]:
         """Run a node for the block; on exit every actor and link ends.
 
-        The arguments are :class:`Node`'s.
+        Leaving the block normally first sends what the links' outboxes hold (for at
+        most ``shutdown_timeout`` seconds) and closes each link with 1001; leaving it by
+        an exception or a cancellation drops that. The arguments are :class:`Node`'s.
         """
         node = cls(
             name,
             listen=listen,
             connect=connect,
             secret=secret,
+            insecure=insecure,
             transport=transport,
             shutdown_timeout=shutdown_timeout,
             reconnect_backoff=reconnect_backoff,
@@ -179,12 +320,12 @@ class Node:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.serve)
             yield node
+            await node._flush()
             nursery.cancel_scope.cancel()
 
     async def serve(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node until cancelled; for ``await nursery.start(node.serve)``."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             await nursery.start(self.root.run, self)
             if self.listen is not None:
                 self.address = await nursery.start(
@@ -208,7 +349,7 @@ class Node:
             return LocalTransport(self.name, self.secret)
         from transports.websocket import WebSocketTransport
 
-        return WebSocketTransport(self.name, self.secret)
+        return WebSocketTransport(self.name, self.secret, insecure=self.insecure)
 
     # Actors ----------------------------------------------------------------------------
 
@@ -334,56 +475,69 @@ class Node:
         # check comes first, as in a local tell: a cancelled sender sends nothing.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            try:
-                peer.outbox.send_nowait(frame)
-            except trio.WouldBlock:
-                await peer.outbox.send(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            await peer.outbox.put(frame)
+        except trio.ClosedResourceError:
             raise PeerLostError(f"link to node {peer.name!r} is closed") from None
 
-    def post(self, peer: _Peer, frame: wire.Frame) -> None:
-        """Queue a reply without waiting: replies must not block the actor answering."""
-        try:
-            peer.outbox.send_nowait(frame)
-        except trio.WouldBlock:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._send_quietly, peer, frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the asker's side fails its pending ask when the link drops
-
-    async def _send_quietly(self, peer: _Peer, frame: wire.Frame) -> None:
-        with suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            await peer.outbox.send(frame)
+    async def _flush(self) -> None:
+        """Send what the outboxes hold, for at most ``shutdown_timeout`` seconds; each
+        writer then closes its link with 1001. No link is made or redialled after."""
+        self._closing = True
+        with trio.move_on_after(self.shutdown_timeout):
+            for peer in list(self._peers.values()):
+                peer.outbox.close()
+            while self._peers:
+                await self._peers_changed.wait()
 
     async def _keep_linked(self, address: str) -> None:
         """Dial ``address`` and redial with backoff whenever the link drops."""
         delay, maximum = self.reconnect_backoff
         wait = delay
-        while True:
+        while not self._closing:
             try:
                 async with self.transport.connect(address) as link:
                     wait = delay
                     await self._serve_link(link)
             except (LinkClosed, OSError) as exc:
                 log.info("link to %s down: %s; retrying in %.1fs", address, exc, wait)
+            if self._closing:
+                return
             await trio.sleep(wait)
             wait = min(maximum, wait * 2)
 
     async def _serve_link(self, link: Link) -> None:
         """Run one link: a writer batching our frames, a reader dispatching theirs."""
-        outbox_send, outbox = trio.open_memory_channel[wire.Frame](_BATCH)
-        peer = _Peer(link.peer, link, outbox_send)
+        if self._closing:
+            await link.aclose("node shutting down", 1001)
+            return
+        if link.peer in self._peers:
+            # The first link stays: the newcomer may be a second process with the same
+            # name. A node whose old link died gets in once that link is seen down.
+            log.error(
+                "refusing a second link from node %r: a live link already carries that name (%d)",
+                link.peer,
+                NAME_IN_USE,
+            )
+            await link.aclose(f"a node named {link.peer!r} is already linked", NAME_IN_USE)
+            return
+        peer = _Peer(link.peer, link, _Outbox(self.max_frame))
         self._peers[peer.name] = peer
         self._notify_peers()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, peer, outbox)
+                nursery.start_soon(self._write, peer)
                 await self._read(peer)
                 nursery.cancel_scope.cancel()
         except* LinkClosed as group:
-            log.info("link to %r closed: %s", peer.name, group.exceptions[0])
+            closed = group.exceptions[0]
+            assert isinstance(closed, LinkClosed)
+            if closed.code == NAME_IN_USE:
+                log.error("node %r refused our link: %s", peer.name, closed.reason)
+            else:
+                log.info("link to %r closed: %s", peer.name, closed)
         finally:
-            outbox_send.close()
+            peer.outbox.close()
+            peer.warnings.close()
             if self._peers.get(peer.name) is peer:
                 del self._peers[peer.name]
                 self._notify_peers()
@@ -397,32 +551,12 @@ class Node:
         self._peers_changed.set()
         self._peers_changed = trio.Event()
 
-    async def _write(self, peer: _Peer, outbox: trio.MemoryReceiveChannel[wire.Frame]) -> None:
-        """Send queued frames, as many per link message as are waiting and fit in one."""
-        limit = self.max_frame
-        carried: wire.Frame | None = None
-        while True:
-            if carried is None:
-                try:
-                    frame = await outbox.receive()
-                except trio.EndOfChannel:
-                    return
-            else:
-                frame, carried = carried, None
-            batch = [frame]
-            size = wire.frame_size(frame)
-            while len(batch) < _BATCH:
-                try:
-                    frame = outbox.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                frame_size = wire.frame_size(frame)
-                if size + frame_size > limit:
-                    carried = frame  # opens the next batch
-                    break
-                batch.append(frame)
-                size += frame_size
+    async def _write(self, peer: _Peer) -> None:
+        """Send queued frames, as many per link message as are waiting and fit in one.
+        Once the outbox is closed and empty (:meth:`_flush`), close the link with 1001."""
+        while batch := await peer.outbox.take():
             await peer.link.send(wire.encode_frames(batch))
+        await peer.link.aclose("node shutting down", 1001)
 
     async def _read(self, peer: _Peer) -> None:
         async for data in peer.link:
@@ -433,6 +567,11 @@ class Node:
                 await peer.link.aclose("malformed frame", 1007)
                 return
             for frame in frames:
+                if isinstance(frame, wire.Ask):
+                    # Meanwhile nothing more is read from the link: a peer that asks
+                    # faster than it reads the answers is slowed down by TCP (or loses
+                    # the link to the heartbeat), and our memory stays bounded.
+                    await peer.outbox.room_for_replies()
                 await self._dispatch(peer, frame)
 
     async def _dispatch(self, peer: _Peer, frame: wire.Frame) -> None:
@@ -461,4 +600,7 @@ class Node:
             if answer is not None:
                 answer.fail(exc)
             else:
-                log.warning("dropped tell from %r to %r: %s", peer.name, frame.target, exc)
+                peer.warnings.warn(
+                    f"dropped tells ({type(exc).__name__})",
+                    f"dropped tell from {peer.name!r} to {frame.target!r}: {exc}",
+                )
