@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
 import attrs
@@ -33,6 +33,7 @@ from .exceptions import (
     SharedBrokerSendTaskError,
     TaskAbortedError,
     TaskExpiredError,
+    TaskiqError,
     UnknownTaskError,
 )
 from .formatter import TaskiqFormatter
@@ -701,6 +702,22 @@ class AsyncBroker(Service):
         raise NotImplementedError
 
 
+@contextlib.contextmanager
+def _translated(error: type[TaskiqError], doing: str) -> Iterator[None]:
+    """Users of the task queue see taskiq's errors, never the runtime's: an actor that
+    stopped or crashed under a call becomes ``error``, with the runtime's as its cause."""
+    try:
+        yield
+    except ActorError as exc:
+        raise error(f"{doing}: {exc}") from exc
+
+
+async def _stop_if_running(supervisor: Supervisor, name: str) -> None:
+    # An app that embeds the broker may have stopped its actors already.
+    if name in supervisor.children:
+        await supervisor.stop_child(name)
+
+
 async def _call_hook(hook: Callable[[], Any]) -> None:
     await maybe_await(hook())
 
@@ -807,7 +824,7 @@ class InMemoryBroker(AsyncBroker):
         # rest_for_one: the store outlives a broker restart, the broker a worker restart.
         supervisor = Supervisor(children, strategy="rest_for_one", max_restarts=10, within=5.0)
         await node.spawn_supervisor(lambda: supervisor, name=prefix)
-        stack.push_async_callback(node.root.stop_child, prefix)
+        stack.push_async_callback(_stop_if_running, node.root, prefix)
         self._store_ref = node.ref(store_name)
         self._broker_ref = node.ref(broker_name)
 
@@ -818,11 +835,12 @@ class InMemoryBroker(AsyncBroker):
 
     async def kick(self, message: BrokerMessage) -> str:
         broker = self._broker_ref or self._actors()[0]
-        if message.labels.get("unique") or self.await_inplace:
-            task_id: str = await broker.ask(Enqueue(message))
-        else:
-            await broker.tell(Enqueue(message))
-            task_id = message.task_id
+        with _translated(SendTaskError, f"task {message.task_id} was not accepted"):
+            if message.labels.get("unique") or self.await_inplace:
+                task_id: str = await broker.ask(Enqueue(message))
+            else:
+                await broker.tell(Enqueue(message))
+                task_id = message.task_id
         if self.await_inplace:
             await self.wait_result(task_id)
         return task_id
@@ -838,7 +856,8 @@ class InMemoryBroker(AsyncBroker):
             pass
         waiter = _random_id()
         try:
-            result = await store.ask(WaitResult(task_id, waiter))
+            with _translated(ResultGetError, f"no result for {task_id}"):
+                result = await store.ask(WaitResult(task_id, waiter))
         except trio.Cancelled:
             # The store forgets this waiter: a wait that times out leaves nothing behind.
             with trio.CancelScope(shield=True), contextlib.suppress(ActorError):
@@ -851,14 +870,16 @@ class InMemoryBroker(AsyncBroker):
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         _, store = self._actors()
-        result = await store.ask(GetResult(task_id, with_logs))
+        with _translated(ResultGetError, f"no result for {task_id}"):
+            result = await store.ask(GetResult(task_id, with_logs))
         if isinstance(result, BaseException):
             raise result
         return result  # type: ignore[no-any-return]
 
     async def task_status(self, task_id: str) -> TaskStatus:
         broker, _ = self._actors()
-        status = await broker.ask(Status(task_id))
+        with _translated(BrokerError, f"no status for {task_id}"):
+            status = await broker.ask(Status(task_id))
         if isinstance(status, TaskStatus):
             return status
         if await self.result_backend.is_result_ready(task_id):
@@ -867,7 +888,8 @@ class InMemoryBroker(AsyncBroker):
 
     async def task_info(self, task_id: str) -> TaskInfo | None:
         broker, _ = self._actors()
-        info = await broker.ask(Inspect(task_id))
+        with _translated(BrokerError, f"no info for {task_id}"):
+            info = await broker.ask(Inspect(task_id))
         return info if isinstance(info, TaskInfo) else None
 
     async def abort(self, task_id: str, timeout: float = 5) -> bool:
@@ -876,8 +898,11 @@ class InMemoryBroker(AsyncBroker):
             return bool(await broker.ask(Abort(task_id), timeout=timeout))
         except AskTimeoutError:
             return False
+        except ActorError as exc:
+            raise BrokerError(f"abort of {task_id} failed: {exc}") from exc
 
     async def wait_all(self) -> None:
         """Wait until every task kicked so far has ended."""
         broker, _ = self._actors()
-        await broker.ask(Drain())
+        with _translated(BrokerError, "wait_all failed"):
+            await broker.ask(Drain())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 import actors.exceptions as exc_mod
+from actors import InMemoryBroker, Node
 from actors.exceptions import (
     BrokerError,
     DependencyFailedError,
@@ -24,6 +27,7 @@ from actors.exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
+from actors.runtime import ActorError
 
 
 @pytest.mark.parametrize(
@@ -106,3 +110,39 @@ def test_rebuilds_from_args(error: BaseException) -> None:
     rebuilt = type(error)(*error.args)
     assert type(rebuilt) is type(error)
     assert str(rebuilt) == str(error)
+
+
+async def test_runtime_errors_reach_task_queue_users_as_taskiq_errors() -> None:
+    """An embedded broker whose actors the app stopped: a pending wait, a kick, status and
+    abort fail with taskiq's errors (the runtime's as their cause), never the runtime's."""
+    broker = InMemoryBroker()
+
+    @broker.task
+    async def forever() -> None:
+        await trio.sleep_forever()
+
+    async with Node.open("app") as node, broker.attach(node):
+        handle = await forever.kiq()
+        [broker_actor] = [name for name in node.names if name.endswith(".broker")]
+        errors: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await handle.wait_result()
+            except Exception as error:
+                errors.append(error)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            await node.root.stop_child(broker_actor.removesuffix(".broker"))
+        [waited] = errors
+        assert isinstance(waited, ResultGetError)
+        assert isinstance(waited.__cause__, ActorError)
+        with pytest.raises(SendTaskError) as kicked:
+            await forever.kiq()
+        assert isinstance(kicked.value.__cause__, ActorError)
+        with pytest.raises(BrokerError):
+            await handle.status()
+        with pytest.raises(BrokerError):
+            await handle.abort()
