@@ -11,8 +11,8 @@ from .exceptions import NoResultError, TaskRejectedError
 from .result import TaskiqMessage, TaskProgress
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
     from .events import TaskiqState
+    from .facade import AsyncBroker
 
 __all__ = ["Context", "Rerun", "current_run", "request_rerun"]
 

@@ -13,7 +13,7 @@ from .inputs import int_label, seconds_label
 from .result import TaskiqMessage, TaskiqResult
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .facade import AsyncBroker
 
 __all__ = ["SimpleRetryMiddleware", "SmartRetryMiddleware", "TaskiqMiddleware", "maybe_await"]
 

@@ -24,7 +24,7 @@ from .lifecycle import TaskInfo, TaskStatus
 from .result import TaskiqMessage, TaskiqResult, TaskProgress, as_seconds
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .facade import AsyncBroker
     from .schedules import CreatedSchedule, CronSpec, ScheduleSource
 
 __all__ = [

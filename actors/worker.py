@@ -51,7 +51,7 @@ from .runtime import Actor, ActorRef
 from .runtime.contexts import in_context
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .facade import AsyncBroker
 
 __all__ = ["SyncThreads", "WorkerActor"]
 
