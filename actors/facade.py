@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from .backends.results import AsyncResultBackend, DummyResultBackend
@@ -20,7 +20,6 @@ from .exceptions import (
     SendTaskError,
     SerializationError,
     SharedBrokerSendTaskError,
-    TaskiqError,
     UnknownTaskError,
 )
 from .formatter import TaskiqFormatter
@@ -29,7 +28,6 @@ from .lifecycle import TaskInfo, TaskStatus
 from .middlewares import TaskiqMiddleware, maybe_await
 from .protocol import BrokerMessage
 from .result import TaskiqMessage, TaskiqResult
-from .runtime import ActorError
 from .serializers import JSONSerializer, TaskiqSerializer
 from .service import Service
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
@@ -251,16 +249,6 @@ class AsyncBroker(Service):
 
     async def wait_all(self) -> None:
         raise NotImplementedError
-
-
-@contextlib.contextmanager
-def _translated(error: type[TaskiqError], doing: str) -> Iterator[None]:
-    """Users of the task queue see taskiq's errors, never the runtime's: an actor that
-    stopped or crashed under a call becomes ``error``, with the runtime's as its cause."""
-    try:
-        yield
-    except ActorError as exc:
-        raise error(f"{doing}: {exc}") from exc
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import Callable
 from typing import Any, Self
@@ -16,7 +17,7 @@ from .backends.results import InmemoryResultBackend
 from .broker import BrokerActor, BrokerState, WallClock
 from .events import TaskiqEvents
 from .exceptions import BrokerError, ResultGetError, SendTaskError
-from .facade import AsyncBroker, _random_id, _translated
+from .facade import AsyncBroker, _random_id
 from .lifecycle import TaskInfo, TaskStatus
 from .protocol import (
     Abort,
@@ -39,6 +40,12 @@ from .worker import SyncThreads, WorkerActor
 __all__ = [
     "InMemoryBroker",
 ]
+
+
+#: Names a wait at the result store, so a wait given up on can be forgotten: unique
+#: across processes by the random prefix, and cheaper per wait than a random id.
+_WAITER_PREFIX = _random_id()[:12]
+_waiter_numbers = itertools.count()
 
 
 async def _stop_if_running(supervisor: Supervisor, name: str) -> None:
@@ -135,12 +142,16 @@ class InMemoryBroker(AsyncBroker):
 
     async def kick(self, message: BrokerMessage) -> str:
         broker = self._broker_ref or self._actors()[0]
-        with _translated(SendTaskError, f"task {message.task_id} was not accepted"):
+        # Users of the task queue see taskiq's errors, never the runtime's (here and in
+        # every call below); try/except rather than a context manager on the hot path.
+        try:
             if message.labels.get("unique") or self.await_inplace:
                 task_id: str = await broker.ask(Enqueue(message))
             else:
                 await broker.tell(Enqueue(message))
                 task_id = message.task_id
+        except ActorError as exc:
+            raise SendTaskError(f"task {message.task_id} was not accepted: {exc}") from exc
         if self.await_inplace:
             await self.wait_result(task_id)
         return task_id
@@ -154,10 +165,11 @@ class InMemoryBroker(AsyncBroker):
                 return await backend.get_result(task_id)
         except ResultGetError:
             pass
-        waiter = _random_id()
+        waiter = f"{_WAITER_PREFIX}-{next(_waiter_numbers)}"
         try:
-            with _translated(ResultGetError, f"no result for {task_id}"):
-                result = await store.ask(WaitResult(task_id, waiter))
+            result = await store.ask(WaitResult(task_id, waiter))
+        except ActorError as exc:
+            raise ResultGetError(f"no result for {task_id}: {exc}") from exc
         except trio.Cancelled:
             # The store forgets this waiter: a wait that times out leaves nothing behind.
             with trio.CancelScope(shield=True), contextlib.suppress(ActorError):
@@ -170,16 +182,20 @@ class InMemoryBroker(AsyncBroker):
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         _, store = self._actors()
-        with _translated(ResultGetError, f"no result for {task_id}"):
+        try:
             result = await store.ask(GetResult(task_id, with_logs))
+        except ActorError as exc:
+            raise ResultGetError(f"no result for {task_id}: {exc}") from exc
         if isinstance(result, BaseException):
             raise result
         return result  # type: ignore[no-any-return]
 
     async def task_status(self, task_id: str) -> TaskStatus:
         broker, _ = self._actors()
-        with _translated(BrokerError, f"no status for {task_id}"):
+        try:
             status = await broker.ask(Status(task_id))
+        except ActorError as exc:
+            raise BrokerError(f"no status for {task_id}: {exc}") from exc
         if isinstance(status, TaskStatus):
             return status
         if await self.result_backend.is_result_ready(task_id):
@@ -188,8 +204,10 @@ class InMemoryBroker(AsyncBroker):
 
     async def task_info(self, task_id: str) -> TaskInfo | None:
         broker, _ = self._actors()
-        with _translated(BrokerError, f"no info for {task_id}"):
+        try:
             info = await broker.ask(Inspect(task_id))
+        except ActorError as exc:
+            raise BrokerError(f"no info for {task_id}: {exc}") from exc
         return info if isinstance(info, TaskInfo) else None
 
     async def abort(self, task_id: str, timeout: float = 5) -> bool:
@@ -204,5 +222,7 @@ class InMemoryBroker(AsyncBroker):
     async def wait_all(self) -> None:
         """Wait until every task kicked so far has ended."""
         broker, _ = self._actors()
-        with _translated(BrokerError, "wait_all failed"):
+        try:
             await broker.ask(Drain())
+        except ActorError as exc:
+            raise BrokerError(f"wait_all failed: {exc}") from exc

@@ -146,8 +146,9 @@ _READERS: dict[str, Callable[[dict[str, Any], str], object]] = {
 
 def check_labels(labels: dict[str, Any]) -> None:
     """Raise ``SendTaskError`` naming the first label whose value the queue cannot use."""
-    for name in labels.keys() & _READERS.keys():
-        _READERS[name](labels, name)
+    if labels:  # most kicks carry none
+        for name in labels.keys() & _READERS.keys():
+            _READERS[name](labels, name)
 
 
 def wait_limit(timeout: float | None) -> float:
@@ -158,7 +159,8 @@ def wait_limit(timeout: float | None) -> float:
     """
     if timeout is None:
         return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+    # int and float first: they are the usual case, and the ABC check is slow.
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, numbers.Real)):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
     if math.isnan(timeout):
         raise ValueError("timeout must be a number of seconds or None, not NaN")

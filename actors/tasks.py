@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import datetime
@@ -287,7 +288,10 @@ class AsyncTaskiqTask(Generic[R]):
         ``check_interval`` is accepted for taskiq compatibility; nothing polls.
         Raises ``TaskiqResultTimeoutError`` past a positive ``timeout`` (see ``wait_limit``).
         """
-        with trio.move_on_after(wait_limit(timeout)):
+        limit = wait_limit(timeout)
+        if limit == math.inf:  # no cancel scope: this is the hot path
+            return await self.broker.wait_result(self.task_id)
+        with trio.move_on_after(limit):
             return await self.broker.wait_result(self.task_id)
         raise TaskiqResultTimeoutError(
             f"no result for task {self.task_id} within {timeout}s", timeout=timeout
