@@ -11,12 +11,6 @@ from .backends.schedules import (
     LabelScheduleSource as LabelScheduleSource,
     SqliteScheduleSource as SqliteScheduleSource,
 )
-from .broker import (
-    AsyncBroker as AsyncBroker,
-    AsyncSharedBroker as AsyncSharedBroker,
-    InMemoryBroker as InMemoryBroker,
-    async_shared_broker as async_shared_broker,
-)
 from .context import Context as Context
 from .events import TaskiqEvents as TaskiqEvents, TaskiqState as TaskiqState
 from .exceptions import (
@@ -38,7 +32,13 @@ from .exceptions import (
     TaskTimeoutError as TaskTimeoutError,
     UnknownTaskError as UnknownTaskError,
 )
+from .facade import (
+    AsyncBroker as AsyncBroker,
+    AsyncSharedBroker as AsyncSharedBroker,
+    async_shared_broker as async_shared_broker,
+)
 from .formatter import JSONFormatter as JSONFormatter, TaskiqFormatter as TaskiqFormatter
+from .inmemory import InMemoryBroker as InMemoryBroker
 from .lifecycle import TaskInfo as TaskInfo, TaskStatus as TaskStatus
 from .middlewares import (
     SimpleRetryMiddleware as SimpleRetryMiddleware,

@@ -1,10 +1,10 @@
-"""The broker: the actor that owns the queue, and the taskiq-style brokers users hold.
+"""The broker role: the actor that owns the queue (what runs on the hub).
 
 :class:`BrokerActor` accepts kicked tasks, orders them (priority, ETA, dependencies,
 uniqueness), hands them to workers that have credit, and ends tasks that never run
 (aborted, expired, failed dependency) with an error result so no waiter hangs. Its
-state lives in a :class:`~actors.queue.TaskQueue` owned by the broker object, so a
-restarted actor continues with every task it had.
+state lives in a :class:`~actors.queue.TaskQueue` inside :class:`BrokerState`, which its
+owner keeps, so a restarted actor continues with every task it had.
 """
 
 from __future__ import annotations
@@ -12,41 +12,24 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import itertools
 import math
-import os
-import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import pendulum
 import trio
 
-from .backends.results import AsyncResultBackend, DummyResultBackend, InmemoryResultBackend
-from .events import EventHandler, TaskiqEvents, TaskiqState
-from .exceptions import (
-    BrokerError,
-    DependencyFailedError,
-    ResultGetError,
-    SendTaskError,
-    SerializationError,
-    SharedBrokerSendTaskError,
-    TaskAbortedError,
-    TaskExpiredError,
-    UnknownTaskError,
-)
+from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, TaskExpiredError
 from .formatter import TaskiqFormatter
-from .inputs import check_labels, eta_label, ids_label, int_label, seconds_label, ttl_label
-from .lifecycle import Phase, TaskInfo, TaskStatus
-from .middlewares import TaskiqMiddleware, maybe_await
+from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
+from .lifecycle import Phase, TaskInfo
 from .protocol import (
     Abort,
     BrokerMessage,
     BrokerRequest,
     CancelRun,
     CopyResult,
-    Drain,
     Enqueue,
     Finished,
     GetResult,
@@ -55,58 +38,24 @@ from .protocol import (
     RunEnded,
     Runs,
     Status,
-    StopWaiting,
     StoreRequest,
     StoreResult,
     Tick,
-    WaitResult,
     WorkerReady,
     WorkerRequest,
 )
 from .queue import TaskQueue, TaskRecord
-from .result import TaskiqMessage, TaskiqResult, utc_now
-from .results import ResultStore
-from .runtime import (
-    Actor,
-    ActorError,
-    ActorRef,
-    AskTimeoutError,
-    ChildSpec,
-    Node,
-    Reply,
-    Supervisor,
-)
-from .serializers import JSONSerializer, TaskiqSerializer
-from .service import Service
-from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
-from .worker import SyncThreads, WorkerActor
+from .result import TaskiqResult
+from .runtime import Actor, ActorRef, Reply
 
 __all__ = [
-    "AsyncBroker",
-    "AsyncSharedBroker",
     "BrokerActor",
     "BrokerState",
-    "InMemoryBroker",
-    "async_shared_broker",
     "unique_key",
 ]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 
 WallClock = Callable[[], pendulum.DateTime]
-
-
-def _random_id() -> str:
-    """A uuid4-sized random hex id, without building a ``UUID``."""
-    return os.urandom(16).hex()
-
-
-#: Names a wait at the result store, so a wait given up on can be forgotten: unique
-#: across processes by the random prefix, and cheaper per wait than a random id.
-_WAITER_PREFIX = _random_id()[:12]
-_waiter_numbers = itertools.count()
 
 
 def unique_key(task_name: str, arguments: bytes) -> str:
@@ -499,419 +448,3 @@ class BrokerActor(Actor[BrokerRequest]):
             reply = self.defer_reply()
             if reply is not None:
                 self.state.drains.append(reply)
-
-
-# The brokers users hold ----------------------------------------------------------------
-
-
-class AsyncBroker(Service):
-    """taskiq's broker API: tasks, builders, events, lifecycle, and the calls handles make.
-
-    Subclasses provide the actors (:class:`InMemoryBroker` runs them in this process).
-    """
-
-    def __init__(
-        self,
-        result_backend: AsyncResultBackend[Any] | None = None,
-        task_id_generator: Callable[[], str] | None = None,
-    ) -> None:
-        self.result_backend: AsyncResultBackend[Any] = result_backend or DummyResultBackend()
-        self.id_generator: Callable[[], str] = task_id_generator or _random_id
-        self.middlewares: list[TaskiqMiddleware] = []
-        self.serializer: TaskiqSerializer = JSONSerializer()
-        self.formatter = TaskiqFormatter(self.serializer)
-        self._custom_formatter = False
-        self.state = TaskiqState()
-        self.event_handlers: dict[TaskiqEvents, list[EventHandler]] = collections.defaultdict(list)
-        self.dependency_context: dict[Any, Any] = {}
-        self.tasks: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
-        self.cast_types = True
-        self.propagate_exceptions = True
-        self.is_worker_process = True
-
-    # Builders (taskiq's) ---------------------------------------------------------------
-
-    def with_result_backend(self, result_backend: AsyncResultBackend[Any]) -> Self:
-        self.result_backend = result_backend
-        return self
-
-    def with_middlewares(self, *middlewares: TaskiqMiddleware) -> Self:
-        self.add_middlewares(*middlewares)
-        return self
-
-    def add_middlewares(self, *middlewares: TaskiqMiddleware) -> None:
-        for middleware in middlewares:
-            middleware.set_broker(self)
-            self.middlewares.append(middleware)
-
-    def with_serializer(self, serializer: TaskiqSerializer) -> Self:
-        self.serializer = serializer
-        if not self._custom_formatter:
-            self.formatter = TaskiqFormatter(serializer)
-        return self
-
-    def with_formatter(self, formatter: TaskiqFormatter) -> Self:
-        self.formatter = formatter
-        self._custom_formatter = True
-        return self
-
-    def with_id_generator(self, task_id_generator: Callable[[], str]) -> Self:
-        self.id_generator = task_id_generator
-        return self
-
-    def with_event_handlers(self, event: TaskiqEvents, *handlers: EventHandler) -> Self:
-        self.event_handlers[event].extend(handlers)
-        return self
-
-    def add_event_handler(self, event: TaskiqEvents, handler: EventHandler) -> None:
-        self.event_handlers[event].append(handler)
-
-    def on_event(self, *events: TaskiqEvents) -> Callable[[EventHandler], EventHandler]:
-        def register(handler: EventHandler) -> EventHandler:
-            for event in events:
-                self.add_event_handler(event, handler)
-            return handler
-
-        return register
-
-    def add_dependency_context(self, new_ctx: dict[Any, Any]) -> None:
-        self.dependency_context.update(new_ctx)
-
-    # Tasks -----------------------------------------------------------------------------
-
-    @overload
-    def task(
-        self, task_name: Callable[P, Coroutine[Any, Any, R]]
-    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
-
-    @overload
-    def task(self, task_name: Callable[P, R]) -> AsyncTaskiqDecoratedTask[P, R]: ...
-
-    @overload
-    def task(self, task_name: str | None = None, **labels: Any) -> TaskDecorator: ...
-
-    def task(self, task_name: str | Callable[..., Any] | None = None, **labels: Any) -> Any:
-        """``@broker.task``, ``@broker.task("name", **labels)`` or ``@broker.task(**labels)``."""
-        if callable(task_name):
-            return self.register_task(task_name)
-
-        def decorate(func: Callable[..., Any]) -> AsyncTaskiqDecoratedTask[Any, Any]:
-            return self.register_task(func, task_name, **labels)
-
-        return decorate
-
-    @overload
-    def register_task(
-        self,
-        func: Callable[P, Coroutine[Any, Any, R]],
-        task_name: str | None = None,
-        **labels: Any,
-    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
-
-    @overload
-    def register_task(
-        self, func: Callable[P, R], task_name: str | None = None, **labels: Any
-    ) -> AsyncTaskiqDecoratedTask[P, R]: ...
-
-    def register_task(
-        self, func: Callable[..., Any], task_name: str | None = None, **labels: Any
-    ) -> AsyncTaskiqDecoratedTask[Any, Any]:
-        check_labels(labels)
-        name = task_name or f"{func.__module__}:{func.__qualname__}"
-        task: AsyncTaskiqDecoratedTask[Any, Any] = AsyncTaskiqDecoratedTask(
-            self, name, func, labels
-        )
-        self.tasks[name] = task
-        return task
-
-    def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
-        """A task of this broker, or one declared on ``async_shared_broker``."""
-        return self.tasks.get(task_name) or async_shared_broker.tasks.get(task_name)
-
-    def sending_broker(self) -> AsyncBroker:
-        """The broker that sends this broker's kicks: itself, except for the shared one."""
-        return self
-
-    def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]:
-        return dict(self.tasks)
-
-    # Lifecycle (startup/shutdown and ``async with`` come from Service) ------------------
-
-    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
-        """The backend, the middlewares, the actors, then the startup events; shutdown
-        fires the shutdown events, then stops the actors (running tasks are cancelled)
-        and closes the backend."""
-        await self.result_backend.startup()
-        stack.push_async_callback(self.result_backend.shutdown)
-        for middleware in self.middlewares:
-            await maybe_await(middleware.startup())
-            stack.push_async_callback(_call_hook, middleware.shutdown)
-        await self._start_actors(stack)
-        await self._fire(self._startup_events())
-        stack.push_async_callback(self._fire, self._shutdown_events())
-
-    def _startup_events(self) -> list[TaskiqEvents]:
-        return [TaskiqEvents.CLIENT_STARTUP]
-
-    def _shutdown_events(self) -> list[TaskiqEvents]:
-        return [TaskiqEvents.CLIENT_SHUTDOWN]
-
-    async def _fire(self, events: list[TaskiqEvents]) -> None:
-        for event in events:
-            for handler in self.event_handlers[event]:
-                await maybe_await(handler(self.state))
-
-    async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
-        raise NotImplementedError
-
-    # What kickers and handles call -----------------------------------------------------
-
-    async def send(self, message: TaskiqMessage) -> str:
-        """Middlewares, formatter, then the broker actor; returns the live task id."""
-        for middleware in self.middlewares:
-            message = await maybe_await(middleware.pre_send(message))
-        if self.find_task(message.task_name) is None:
-            raise UnknownTaskError(task_name=message.task_name)
-        labels = message.labels
-        check_labels(labels)
-        try:
-            if labels.get("unique"):
-                arguments = self.serializer.dumpb([message.args, message.kwargs])
-                labels["unique_key"] = unique_key(message.task_name, arguments)
-            broker_message = self.formatter.dumps(message)
-        except SerializationError as exc:
-            raise SendTaskError(str(exc)) from exc  # taskiq's error for a failed kick
-        task_id = await self.kick(broker_message)
-        for middleware in self.middlewares:
-            await maybe_await(middleware.post_send(message))
-        return task_id
-
-    async def kick(self, message: BrokerMessage) -> str:
-        raise NotImplementedError
-
-    async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
-        raise NotImplementedError
-
-    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
-        return await self.result_backend.get_result(task_id, with_logs=with_logs)
-
-    async def task_status(self, task_id: str) -> TaskStatus:
-        raise NotImplementedError
-
-    async def task_info(self, task_id: str) -> TaskInfo | None:
-        raise NotImplementedError
-
-    async def abort(self, task_id: str, timeout: float = 5) -> bool:
-        raise NotImplementedError
-
-    async def wait_all(self) -> None:
-        raise NotImplementedError
-
-
-async def _stop_if_running(supervisor: Supervisor, name: str) -> None:
-    # An app that embeds the broker may have stopped its actors already.
-    if name in supervisor.children:
-        await supervisor.stop_child(name)
-
-
-async def _call_hook(hook: Callable[[], Any]) -> None:
-    await maybe_await(hook())
-
-
-class AsyncSharedBroker(AsyncBroker):
-    """Tasks declared in library code with ``@async_shared_broker.task``.
-
-    They run on any broker (workers find them by name) and are kicked through the broker
-    given to :meth:`default_broker`.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._default: AsyncBroker | None = None
-
-    def default_broker(self, new_broker: AsyncBroker) -> None:
-        self._default = new_broker
-
-    def sending_broker(self) -> AsyncBroker:
-        if self._default is None:
-            raise SharedBrokerSendTaskError(
-                "a shared task was kicked before async_shared_broker.default_broker(...) was set"
-            )
-        return self._default
-
-
-async_shared_broker = AsyncSharedBroker()
-
-
-class InMemoryBroker(AsyncBroker):
-    """Broker, worker and result store as supervised actors in this process.
-
-    No server to start. ``async with broker:`` runs them on a node of their own;
-    ``broker.attach(node)`` runs them on a node you already have.
-    """
-
-    def __init__(
-        self,
-        sync_tasks_pool_size: int = 4,
-        max_stored_results: int = 100,
-        cast_types: bool = True,
-        max_async_tasks: int = 30,
-        propagate_exceptions: bool = True,
-        await_inplace: bool = False,
-        *,
-        workers: int = 1,
-        node: Node | None = None,
-        wall_clock: WallClock | None = None,
-    ) -> None:
-        super().__init__(InmemoryResultBackend(max_stored_results=max_stored_results))
-        self.sync_tasks_pool_size = sync_tasks_pool_size
-        self.cast_types = cast_types
-        self.max_async_tasks = max_async_tasks
-        self.propagate_exceptions = propagate_exceptions
-        self.await_inplace = await_inplace
-        self.worker_count = workers
-        self.wall_clock: WallClock = wall_clock or utc_now
-        self._node = node
-        self._state = BrokerState()
-        self._broker_ref: ActorRef[BrokerRequest] | None = None
-        self._store_ref: ActorRef[StoreRequest] | None = None
-        self._prefix = f"taskq-{uuid.uuid4().hex[:8]}"
-
-    def attach(self, node: Node) -> Self:
-        """Run this broker's actors on ``node`` (embedding in your own actor system)."""
-        self._node = node
-        return self
-
-    def _startup_events(self) -> list[TaskiqEvents]:
-        return [TaskiqEvents.WORKER_STARTUP, TaskiqEvents.CLIENT_STARTUP]
-
-    def _shutdown_events(self) -> list[TaskiqEvents]:
-        return [TaskiqEvents.CLIENT_SHUTDOWN, TaskiqEvents.WORKER_SHUTDOWN]
-
-    async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
-        node = self._node
-        if node is None:
-            node = await stack.enter_async_context(Node.open(self._prefix))
-        prefix = self._prefix
-        sync_threads = SyncThreads(self.sync_tasks_pool_size)
-        store_name, broker_name = f"{prefix}.results", f"{prefix}.broker"
-
-        def store() -> ResultStore:
-            return ResultStore(self.result_backend)
-
-        def broker() -> BrokerActor:
-            return BrokerActor(self._state, node.ref(store_name), self.formatter, self.wall_clock)
-
-        def worker(index: int) -> Callable[[], WorkerActor]:
-            return lambda: WorkerActor(
-                self,
-                node.ref(broker_name),
-                node.ref(store_name),
-                f"{prefix}.worker-{index}",
-                self.max_async_tasks,
-                sync_threads,
-            )
-
-        children = [
-            ChildSpec(store_name, store),
-            ChildSpec(broker_name, broker),
-            *(ChildSpec(f"{prefix}.worker-{i}", worker(i)) for i in range(self.worker_count)),
-        ]
-        # rest_for_one: the store outlives a broker restart, the broker a worker restart.
-        supervisor = Supervisor(children, strategy="rest_for_one", max_restarts=10, within=5.0)
-        await node.spawn_supervisor(lambda: supervisor, name=prefix)
-        stack.push_async_callback(_stop_if_running, node.root, prefix)
-        self._store_ref = node.ref(store_name)
-        self._broker_ref = node.ref(broker_name)
-
-    def _actors(self) -> tuple[ActorRef[BrokerRequest], ActorRef[StoreRequest]]:
-        if self._broker_ref is None or self._store_ref is None:
-            raise BrokerError("the broker is not running: use `async with broker:` or startup()")
-        return self._broker_ref, self._store_ref
-
-    async def kick(self, message: BrokerMessage) -> str:
-        broker = self._broker_ref or self._actors()[0]
-        # Users of the task queue see taskiq's errors, never the runtime's (here and in
-        # every call below); try/except rather than a context manager on the hot path.
-        try:
-            if message.labels.get("unique") or self.await_inplace:
-                task_id: str = await broker.ask(Enqueue(message))
-            else:
-                await broker.tell(Enqueue(message))
-                task_id = message.task_id
-        except ActorError as exc:
-            raise SendTaskError(f"task {message.task_id} was not accepted: {exc}") from exc
-        if self.await_inplace:
-            await self.wait_result(task_id)
-        return task_id
-
-    async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
-        _, store = self._actors()
-        backend = self.result_backend
-        # A stored result is read straight from the backend; only waiting needs the store.
-        try:
-            if await backend.is_result_ready(task_id):
-                return await backend.get_result(task_id)
-        except ResultGetError:
-            pass
-        waiter = f"{_WAITER_PREFIX}-{next(_waiter_numbers)}"
-        try:
-            result = await store.ask(WaitResult(task_id, waiter))
-        except ActorError as exc:
-            raise ResultGetError(f"no result for {task_id}: {exc}") from exc
-        except trio.Cancelled:
-            # The store forgets this waiter: a wait that times out leaves nothing behind.
-            with trio.CancelScope(shield=True), contextlib.suppress(ActorError):
-                await store.tell(StopWaiting(task_id, waiter))
-            raise
-        if isinstance(result, ResultGetError):
-            raise result
-        assert isinstance(result, TaskiqResult)
-        return result
-
-    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
-        _, store = self._actors()
-        try:
-            result = await store.ask(GetResult(task_id, with_logs))
-        except ActorError as exc:
-            raise ResultGetError(f"no result for {task_id}: {exc}") from exc
-        if isinstance(result, BaseException):
-            raise result
-        return result  # type: ignore[no-any-return]
-
-    async def task_status(self, task_id: str) -> TaskStatus:
-        broker, _ = self._actors()
-        try:
-            status = await broker.ask(Status(task_id))
-        except ActorError as exc:
-            raise BrokerError(f"no status for {task_id}: {exc}") from exc
-        if isinstance(status, TaskStatus):
-            return status
-        if await self.result_backend.is_result_ready(task_id):
-            return TaskStatus.DONE
-        return TaskStatus.NOT_FOUND
-
-    async def task_info(self, task_id: str) -> TaskInfo | None:
-        broker, _ = self._actors()
-        try:
-            info = await broker.ask(Inspect(task_id))
-        except ActorError as exc:
-            raise BrokerError(f"no info for {task_id}: {exc}") from exc
-        return info if isinstance(info, TaskInfo) else None
-
-    async def abort(self, task_id: str, timeout: float = 5) -> bool:
-        broker, _ = self._actors()
-        try:
-            return bool(await broker.ask(Abort(task_id), timeout=timeout))
-        except AskTimeoutError:
-            return False
-        except ActorError as exc:
-            raise BrokerError(f"abort of {task_id} failed: {exc}") from exc
-
-    async def wait_all(self) -> None:
-        """Wait until every task kicked so far has ended."""
-        broker, _ = self._actors()
-        try:
-            await broker.ask(Drain())
-        except ActorError as exc:
-            raise BrokerError(f"wait_all failed: {exc}") from exc

@@ -9,9 +9,9 @@ import attrs
 
 from .exceptions import NoResultError, TaskRejectedError
 from .result import TaskiqMessage, TaskProgress
+from .roles import Broker
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
     from .events import TaskiqState
 
 __all__ = ["Context", "Rerun", "current_run", "request_rerun"]
@@ -49,11 +49,9 @@ class Context:
     """Injected with ``context: Context = TaskiqDepends()``."""
 
     message: TaskiqMessage
-    broker: AsyncBroker
+    broker: Broker
 
-    # ``broker`` is ``Any`` here because taskiq-dependencies resolves these hints at run
-    # time, where the broker module (which imports this one) cannot be named.
-    def __init__(self, message: TaskiqMessage, broker: Any) -> None:
+    def __init__(self, message: TaskiqMessage, broker: Broker) -> None:
         self.message = message
         self.broker = broker
 

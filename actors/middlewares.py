@@ -13,7 +13,7 @@ from .inputs import int_label, seconds_label
 from .result import TaskiqMessage, TaskiqResult
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .roles import Broker
 
 __all__ = ["SimpleRetryMiddleware", "SmartRetryMiddleware", "TaskiqMiddleware", "maybe_await"]
 
@@ -30,9 +30,9 @@ async def maybe_await(value: Any) -> Any:
 class TaskiqMiddleware:
     """Override any hook; each may be sync or async. ``self.broker`` is set on add."""
 
-    broker: AsyncBroker
+    broker: Broker
 
-    def set_broker(self, broker: AsyncBroker) -> None:
+    def set_broker(self, broker: Broker) -> None:
         self.broker = broker
 
     def startup(self) -> Awaitable[None] | None:

@@ -48,7 +48,7 @@ from .service import Service
 from .tasks import AsyncKicker, AsyncTaskiqDecoratedTask
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .facade import AsyncBroker
 
 __all__ = ["Inspect", "Reload", "SchedulerActor", "TaskiqScheduler", "Tick"]
 

@@ -25,7 +25,7 @@ from .lifecycle import TaskInfo, TaskStatus
 from .result import TaskiqMessage, TaskiqResult, TaskProgress, as_seconds
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .roles import Broker
     from .schedules import CreatedSchedule, CronSpec, ScheduleSource
 
 __all__ = [
@@ -63,7 +63,7 @@ class AsyncTaskiqDecoratedTask(Generic[P, R]):
 
     def __init__(
         self,
-        broker: AsyncBroker,
+        broker: Broker,
         task_name: str,
         original_func: Callable[P, Awaitable[R]] | Callable[P, R],
         labels: dict[str, Any],
@@ -172,7 +172,7 @@ class AsyncKicker(Generic[P, R]):
     def __init__(
         self,
         task_name: str,
-        broker: AsyncBroker,
+        broker: Broker,
         labels: dict[str, Any],
         return_type: type[Any] | None = None,
     ) -> None:
@@ -190,7 +190,7 @@ class AsyncKicker(Generic[P, R]):
         self.task_id = task_id
         return self
 
-    def with_broker(self, broker: AsyncBroker) -> AsyncKicker[P, R]:
+    def with_broker(self, broker: Broker) -> AsyncKicker[P, R]:
         self.broker = broker
         return self
 
@@ -260,7 +260,7 @@ class AsyncTaskiqTask(Generic[R]):
     def __init__(
         self,
         task_id: str,
-        broker: AsyncBroker,
+        broker: Broker,
         *,
         args: tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import outcome
 import trio
@@ -33,7 +33,7 @@ from .exceptions import (
     UnknownTaskError,
 )
 from .inputs import check_labels, int_label, seconds_label, ttl_label
-from .middlewares import FINAL_ERRORS, maybe_await
+from .middlewares import FINAL_ERRORS, TaskiqMiddleware, maybe_await
 from .protocol import (
     BrokerRequest,
     Finished,
@@ -47,17 +47,34 @@ from .protocol import (
     WorkerRequest,
 )
 from .result import TaskiqMessage, TaskiqResult, utc_now
+from .roles import Broker
 from .runtime import Actor, ActorRef
 from .runtime.contexts import in_context
 
 if TYPE_CHECKING:
-    from .broker import AsyncBroker
+    from .formatter import TaskiqFormatter
+    from .serializers import TaskiqSerializer
+    from .tasks import AsyncTaskiqDecoratedTask
 
 __all__ = ["SyncThreads", "WorkerActor"]
 
 log = logging.getLogger("actors.worker")
 
 T = TypeVar("T")
+
+
+class TaskHost(Broker, Protocol):
+    """What a worker uses of its broker: the registered tasks and how to run them."""
+
+    middlewares: list[TaskiqMiddleware]
+    formatter: TaskiqFormatter
+    serializer: TaskiqSerializer
+    dependency_context: dict[Any, Any]
+    cast_types: bool
+    propagate_exceptions: bool
+
+    def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None: ...
+
 
 _incarnations = itertools.count(1)
 
@@ -100,7 +117,7 @@ class WorkerActor(Actor[WorkerRequest]):
 
     def __init__(
         self,
-        broker: AsyncBroker,
+        broker: TaskHost,
         broker_ref: ActorRef[BrokerRequest],
         store: ActorRef[StoreRequest],
         worker_id: str,
@@ -380,7 +397,7 @@ class WorkerActor(Actor[WorkerRequest]):
 _PLAIN = frozenset({type(None), bool, int, float, str})
 
 
-def _round_trip(broker: AsyncBroker, task_name: str, value: Any) -> Any:
+def _round_trip(broker: TaskHost, task_name: str, value: Any) -> Any:
     """Send the return value through the serializer, as it would cross a cluster."""
     if type(value) in _PLAIN:
         return value

@@ -18,7 +18,7 @@ from actors.backends.schedules import (
     LabelScheduleSource,
     SqliteScheduleSource,
 )
-from actors.broker import InMemoryBroker
+from actors.inmemory import InMemoryBroker
 from actors.schedules import (
     CreatedSchedule,
     CronSpec,

@@ -32,8 +32,8 @@ from actors.backends.schedules import (
     LabelScheduleSource,
     SqliteScheduleSource,
 )
-from actors.broker import InMemoryBroker
 from actors.context import Context
+from actors.inmemory import InMemoryBroker
 from actors.scheduler import TaskiqScheduler
 from actors.schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
 from actors.tasks import AsyncTaskiqDecoratedTask, TaskiqDepends
@@ -656,7 +656,7 @@ def test_the_scheduler_command_line(tmp_path: Path) -> None:
         textwrap.dedent(
             f"""
             from actors.backends.schedules import LabelScheduleSource
-            from actors.broker import InMemoryBroker
+            from actors.inmemory import InMemoryBroker
             from actors.scheduler import TaskiqScheduler
 
             broker = InMemoryBroker()

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import actors.broker
+import actors.inmemory
 from actors import (
     AsyncTaskiqTask,
     Context,
@@ -199,7 +199,7 @@ def recording_stores(monkeypatch: pytest.MonkeyPatch) -> list[ResultStore]:
             super().__init__(*args, **kwargs)
             stores.append(self)
 
-    monkeypatch.setattr(actors.broker, "ResultStore", Recorded)
+    monkeypatch.setattr(actors.inmemory, "ResultStore", Recorded)
     return stores
 
 

@@ -36,7 +36,7 @@ from actors.serializers import JSONSerializer, TaskiqSerializer
 from .sqlite import SqliteFile, Synchronous
 
 if TYPE_CHECKING:
-    from actors.broker import AsyncBroker
+    from actors.facade import AsyncBroker
 
 __all__ = ["InMemoryScheduleSource", "LabelScheduleSource", "SqliteScheduleSource"]
 
