@@ -7,6 +7,7 @@ from .errors import (
     ActorNotFoundError as ActorNotFoundError,
     ActorStoppedError as ActorStoppedError,
     AskTimeoutError as AskTimeoutError,
+    MailboxFullError as MailboxFullError,
     PeerLostError as PeerLostError,
     SupervisorFailedError as SupervisorFailedError,
 )
