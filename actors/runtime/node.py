@@ -422,6 +422,11 @@ class Node:
             return self._cell(name).ref
         return RemoteRef(self, node, name, message_type)
 
+    def _wire_ref(self, node: str, name: str) -> ActorRef[Any]:
+        """A ref that arrived in a message, made usable here: our own actor's local ref
+        (which must exist), else a RemoteRef to its node (usable while we link to it)."""
+        return self.ref(name, node=node)
+
     def new_cell(self, name: str, message_type: Any, mailbox_size: int) -> ActorCell[Any]:
         if name in self._registry:
             raise ValueError(f"an actor named {name!r} already runs on {self.name!r}")
@@ -633,7 +638,7 @@ class Node:
                 reply.fail(_FAULTS.get(frame.error, ActorError)(frame.message))
                 return
             try:
-                reply.resolve(wire.decode_value(frame.body))
+                reply.resolve(wire.decode_value(frame.body, self._wire_ref))
             except wire.WireError as exc:
                 reply.fail(exc)
             return
@@ -642,7 +647,7 @@ class Node:
         )
         try:
             cell = self._cell(frame.target)
-            message = wire.decode_value(frame.body)
+            message = wire.decode_value(frame.body, self._wire_ref)
             if answer is None:
                 await self._deliver_tell(peer, cell, message)
             elif frame.target in peer.overflow or not cell.mailbox.offer(message, answer):
