@@ -12,7 +12,7 @@ from .errors import (
     SupervisorFailedError as SupervisorFailedError,
 )
 from .mailbox import LocalReply as LocalReply, Mailbox as Mailbox, Reply as Reply
-from .node import Node as Node
+from .node import Node as Node, unique_node_name as unique_node_name
 from .ref import ActorRef as ActorRef, LocalRef as LocalRef, RemoteRef as RemoteRef
 from .supervisor import (
     Backoff as Backoff,

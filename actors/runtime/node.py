@@ -11,6 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import secrets
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -43,7 +46,7 @@ from .mailbox import LocalReply, Reply
 from .ref import ActorRef, RemoteRef
 from .supervisor import ChildSpec, Restart, Supervisor
 
-__all__ = ["Node"]
+__all__ = ["Node", "unique_node_name"]
 
 M = TypeVar("M")
 log = logging.getLogger("actors.node")
@@ -75,6 +78,14 @@ _TELL_OVERFLOW = 64
 _BUSY_BACKOFF = (0.005, 0.25)
 #: A link logs the first of a run of like warnings, then at most one summary this often.
 _WARNING_INTERVAL = 10.0
+
+
+def unique_node_name(prefix: str = "node") -> str:
+    """``PREFIX-HOST-PID-RANDOM6``: a name for one of many like processes (clients,
+    workers) that nobody names by hand, unique in a cluster since peers refuse a second
+    link under a name already linked."""
+    host = socket.gethostname().split(".")[0] or "host"
+    return f"{prefix}-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class _Warnings:
@@ -257,7 +268,8 @@ class Node:
     Args:
         name: How peers address this node (``node.ref(actor, node=name)``); unique in a
             cluster: a link from a name that a live link already carries is refused
-            (close code 4002), as is a peer claiming our own name.
+            (close code 4002), as is a peer claiming our own name. None: the name of
+            ``transport`` if one is given, else :func:`unique_node_name`.
         listen: Accept links here: ``ws://HOST:PORT`` (port 0 picks a free one; see
             :attr:`address`), ``wss://...`` (needs a transport with an ``ssl_context``) or
             ``local://NAME`` (in-process).
@@ -280,7 +292,7 @@ class Node:
 
     def __init__(
         self,
-        name: str = "node",
+        name: str | None = None,
         *,
         listen: str | None = None,
         connect: Sequence[str] = (),
@@ -291,6 +303,8 @@ class Node:
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
         root: Supervisor | None = None,
     ) -> None:
+        if name is None:
+            name = getattr(transport, "name", None) or unique_node_name()
         self.name = name
         self.listen = listen
         self.connect = list(connect)
@@ -324,7 +338,7 @@ class Node:
     @asynccontextmanager
     async def open(
         cls,
-        name: str = "node",
+        name: str | None = None,
         *,
         listen: str | None = None,
         connect: Sequence[str] = (),
