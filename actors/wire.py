@@ -17,6 +17,7 @@ but the four known shapes is a :class:`WireError`, and the node closes that one 
 
 from __future__ import annotations
 
+import enum
 import types
 import typing
 from collections.abc import Callable
@@ -149,16 +150,24 @@ _FRAME_CLASSES: dict[str, type[Any]] = {
     "fault": Fault,
 }
 
-_registry: dict[str, type[Any]] = {}
-_tags: dict[type[Any], str] = {}
+_registry: dict[str, type[Any]] = {"pendulum.DateTime": pendulum.DateTime}
+#: Registered classes, and the other types that keep their type as a whole value.
+_tags: dict[type[Any], str] = {pendulum.DateTime: "pendulum.DateTime"}
 
 
-def register(cls: type[Any], tag: str | None = None) -> type[Any]:
-    """Make an attrs class decodable from the wire under a stable ``tag``."""
-    if not attrs.has(cls):
-        raise TypeError(f"{cls.__qualname__} is not an attrs class; wire messages must be")
-    tag = tag or f"{cls.__module__}.{cls.__qualname__}"
+def register(cls: type[Any], name: str | None = None) -> type[Any]:
+    """Make an attrs class or an enum decodable from the wire under the tag ``name``.
+
+    Without a name the tag is the class's import path; a name keeps the tag stable when
+    the class moves between modules (or runs as ``__main__``), and replaces the import
+    path as the class's tag even if that was registered first (by ``Actor[...]``).
+    """
+    if not (attrs.has(cls) or issubclass(cls, enum.Enum)):
+        raise TypeError(f"{cls.__qualname__} is not an attrs class or an enum")
+    tag = name or f"{cls.__module__}.{cls.__qualname__}"
     known = _registry.get(tag)
+    if tag == _REF_TAG:
+        raise ValueError(f"wire tag {tag!r} is reserved for actor refs")
     if known is not None and known is not cls:
         raise ValueError(f"wire tag {tag!r} already names {known.__qualname__}")
     _registry[tag] = cls
@@ -180,11 +189,10 @@ def encode_value(value: Any) -> bytes:
     data. Raises :class:`WireError` when the value cannot be encoded."""
     cls = type(value)
     try:
-        if attrs.has(cls):
-            tag = _tags.get(cls)
-            if tag is None:
-                register(cls)
-                tag = _tags[cls]
+        tag = _tags.get(cls)
+        if tag is None and attrs.has(cls):
+            tag = _tags[register(cls)]
+        if tag is not None:
             pair = [tag, converter.unstructure(value, cls)]
         elif isinstance(value, _address_types):
             pair = [_REF_TAG, _unstructure_address(value)]

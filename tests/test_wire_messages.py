@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
+import msgpack
+import pendulum
 import pytest
 import trio
 
@@ -106,3 +109,90 @@ async def test_a_ref_decodes_only_on_a_node() -> None:
         assert wire.decode_value(body, lambda node, name: (node, name)).worker == ("here", "worker")
         with pytest.raises(wire.WireError):
             wire.decode_value(body)
+
+
+class Status(enum.Enum):
+    QUEUED = "queued"
+    DONE = "done"
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+@attrs.frozen
+class Report:
+    status: Status
+    priority: Priority
+    at: pendulum.DateTime
+    finished: pendulum.DateTime | None
+    history: list[Status]
+
+
+wire.register(Status, name="test-wire.Status")
+
+
+@attrs.frozen
+class GetStatus:
+    pass
+
+
+@attrs.frozen
+class GetTime:
+    pass
+
+
+class Reporter(Actor[Report | GetStatus | GetTime]):
+    """Keeps the last report; answers its parts as whole values."""
+
+    def __init__(self) -> None:
+        self.report: Report | None = None
+
+    async def receive(self, message: Report | GetStatus | GetTime) -> Any:
+        if isinstance(message, Report):
+            self.report = message
+            return message
+        assert self.report is not None
+        return self.report.status if isinstance(message, GetStatus) else self.report.at
+
+
+def moved_class() -> type[Any]:
+    """A message class as if defined in another module than where it used to be."""
+
+    @attrs.frozen
+    class Moved:
+        value: int
+
+    Moved.__module__ = "somewhere.else"
+    return Moved
+
+
+def test_a_registered_name_is_the_tag_wherever_the_class_lives() -> None:
+    moved = moved_class()
+    wire.register_message_type(moved)  # as an Actor[...] defined first would
+    assert wire.register(moved, name="test-wire.Moved") is moved
+    body = wire.encode_value(moved(3))
+    assert msgpack.unpackb(body)[0] == "test-wire.Moved"
+    assert wire.decode_value(body) == moved(3)
+    with pytest.raises(ValueError, match="already names"):
+        wire.register(moved_class(), name="test-wire.Moved")
+
+
+async def test_enums_and_datetimes_round_trip_in_messages_and_as_whole_replies() -> None:
+    at = pendulum.datetime(2024, 3, 31, 2, 30, tz="Europe/Paris")
+    report = Report(Status.DONE, Priority.HIGH, at, None, [Status.QUEUED, Status.DONE])
+    with trio.fail_after(10):
+        async with Node.open("server", listen="local://") as server:
+            await server.spawn(Reporter, name="reporter")
+            assert server.address is not None
+            async with Node.open("client", connect=[server.address]) as client:
+                await client.wait_for_peer("server")
+                reporter = client.ref("reporter", node="server")
+                echoed = await reporter.ask(report)
+                assert echoed == report
+                assert echoed.at.timezone_name == "Europe/Paris"
+                assert await reporter.ask(GetStatus()) is Status.DONE
+                when = await reporter.ask(GetTime())
+                assert isinstance(when, pendulum.DateTime)
+                assert (when, when.timezone_name) == (at, "Europe/Paris")
