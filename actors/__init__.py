@@ -61,6 +61,7 @@ from .runtime import (
     AskTimeoutError as AskTimeoutError,
     Backoff as Backoff,
     ChildSpec as ChildSpec,
+    MailboxFullError as MailboxFullError,
     Node as Node,
     PeerLostError as PeerLostError,
     Reply as Reply,

@@ -6,6 +6,8 @@ cattrs converter. Attrs classes carry a stable tag (their import path, or the na
 :func:`register`), anything else is sent as plain msgpack data (so a tuple arrives as a
 list). A receiver rebuilds only classes it registered itself (actor classes register their
 message types when they are defined), so a peer cannot make us import or build anything.
+Actor refs travel as their address and are rebuilt by the decoding node
+(:func:`register_address_type`, :func:`decode_value`'s ``refs``).
 
 The body is encoded by the sender's own task (:func:`encode_value`), so a message that
 cannot cross a link fails there with :class:`WireError` instead of breaking the link it
@@ -15,8 +17,11 @@ but the four known shapes is a :class:`WireError`, and the node closes that one 
 
 from __future__ import annotations
 
+import enum
 import types
 import typing
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import attrs
@@ -38,6 +43,7 @@ __all__ = [
     "encode_value",
     "frame_size",
     "register",
+    "register_address_type",
     "register_message_type",
 ]
 
@@ -64,6 +70,43 @@ def _structure_datetime(raw: Any, _: type) -> pendulum.DateTime:
 
 converter.register_unstructure_hook(pendulum.DateTime, _unstructure_datetime)
 converter.register_structure_hook(pendulum.DateTime, _structure_datetime)
+
+
+#: Builds, on the node decoding, a ref from an actor's address ``(node name, actor name)``.
+RefMaker = Callable[[str, str], Any]
+#: The decoding node's :data:`RefMaker`, while :func:`decode_value` runs.
+_ref_maker: ContextVar[RefMaker | None] = ContextVar("_ref_maker", default=None)
+#: The tag of a ref sent as a whole value (not inside an attrs class).
+_REF_TAG = "@ref"
+_address_types: tuple[type[Any], ...] = ()
+
+
+def register_address_type(cls: type[Any]) -> None:
+    """Send instances of ``cls`` (and of its subclasses, generic or not) as their address,
+    ``[node_name, name]``, and rebuild them with the decoding node's ref maker (see
+    :func:`decode_value`). The runtime registers ``ActorRef``; wire knows no node."""
+    global _address_types
+    _address_types = (*_address_types, cls)
+
+    def is_address(type_: Any) -> bool:
+        origin = typing.get_origin(type_) or type_
+        return isinstance(origin, type) and issubclass(origin, cls)
+
+    converter.register_unstructure_hook_func(is_address, _unstructure_address)
+    converter.register_structure_hook_func(is_address, _structure_address)
+
+
+def _unstructure_address(ref: Any) -> list[str]:
+    return [ref.node_name, ref.name]
+
+
+def _structure_address(raw: Any, _: Any) -> Any:
+    make = _ref_maker.get()
+    if make is None:
+        raise WireError("an actor ref can only be decoded by a node")
+    if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(p, str) for p in raw)):
+        raise WireError(f"malformed actor address: {raw!r:.80}")
+    return make(raw[0], raw[1])
 
 
 @attrs.frozen
@@ -107,16 +150,24 @@ _FRAME_CLASSES: dict[str, type[Any]] = {
     "fault": Fault,
 }
 
-_registry: dict[str, type[Any]] = {}
-_tags: dict[type[Any], str] = {}
+_registry: dict[str, type[Any]] = {"pendulum.DateTime": pendulum.DateTime}
+#: Registered classes, and the other types that keep their type as a whole value.
+_tags: dict[type[Any], str] = {pendulum.DateTime: "pendulum.DateTime"}
 
 
-def register(cls: type[Any], tag: str | None = None) -> type[Any]:
-    """Make an attrs class decodable from the wire under a stable ``tag``."""
-    if not attrs.has(cls):
-        raise TypeError(f"{cls.__qualname__} is not an attrs class; wire messages must be")
-    tag = tag or f"{cls.__module__}.{cls.__qualname__}"
+def register(cls: type[Any], name: str | None = None) -> type[Any]:
+    """Make an attrs class or an enum decodable from the wire under the tag ``name``.
+
+    Without a name the tag is the class's import path; a name keeps the tag stable when
+    the class moves between modules (or runs as ``__main__``), and replaces the import
+    path as the class's tag even if that was registered first (by ``Actor[...]``).
+    """
+    if not (attrs.has(cls) or issubclass(cls, enum.Enum)):
+        raise TypeError(f"{cls.__qualname__} is not an attrs class or an enum")
+    tag = name or f"{cls.__module__}.{cls.__qualname__}"
     known = _registry.get(tag)
+    if tag == _REF_TAG:
+        raise ValueError(f"wire tag {tag!r} is reserved for actor refs")
     if known is not None and known is not cls:
         raise ValueError(f"wire tag {tag!r} already names {known.__qualname__}")
     _registry[tag] = cls
@@ -138,12 +189,13 @@ def encode_value(value: Any) -> bytes:
     data. Raises :class:`WireError` when the value cannot be encoded."""
     cls = type(value)
     try:
-        if attrs.has(cls):
-            tag = _tags.get(cls)
-            if tag is None:
-                register(cls)
-                tag = _tags[cls]
+        tag = _tags.get(cls)
+        if tag is None and attrs.has(cls):
+            tag = _tags[register(cls)]
+        if tag is not None:
             pair = [tag, converter.unstructure(value, cls)]
+        elif isinstance(value, _address_types):
+            pair = [_REF_TAG, _unstructure_address(value)]
         else:
             pair = [None, converter.unstructure(value)]
         return msgpack.packb(pair)  # type: ignore[no-any-return]
@@ -151,8 +203,12 @@ def encode_value(value: Any) -> bytes:
         raise WireError(f"cannot encode a {cls.__qualname__} for the wire: {exc}") from exc
 
 
-def decode_value(body: bytes) -> Any:
-    """Rebuild a value from :func:`encode_value`'s output; :class:`WireError` if we can't."""
+def decode_value(body: bytes, refs: RefMaker | None = None) -> Any:
+    """Rebuild a value from :func:`encode_value`'s output; :class:`WireError` if we can't.
+
+    ``refs`` is the decoding node's ref maker: actor addresses inside the value become
+    refs usable on that node. Without it, a value holding a ref cannot be decoded.
+    """
     try:
         tag, payload = msgpack.unpackb(body)
     except Exception as exc:
@@ -160,12 +216,19 @@ def decode_value(body: bytes) -> Any:
     if tag is None:
         return payload
     cls = _registry.get(tag) if isinstance(tag, str) else None
-    if cls is None:
+    if cls is None and tag != _REF_TAG:
         raise WireError(f"unknown message tag {tag!r:.80} (not registered on this node)")
+    token = _ref_maker.set(refs)
     try:
+        if cls is None:  # a ref sent as a whole value
+            return _structure_address(payload, None)
         return converter.structure(payload, cls)
+    except WireError:
+        raise
     except Exception as exc:
         raise WireError(f"cannot rebuild {tag}: {exc}") from exc
+    finally:
+        _ref_maker.reset(token)
 
 
 #: Each frame's fields after ``kind``, with the one type each must have.

@@ -7,11 +7,12 @@ from .errors import (
     ActorNotFoundError as ActorNotFoundError,
     ActorStoppedError as ActorStoppedError,
     AskTimeoutError as AskTimeoutError,
+    MailboxFullError as MailboxFullError,
     PeerLostError as PeerLostError,
     SupervisorFailedError as SupervisorFailedError,
 )
 from .mailbox import LocalReply as LocalReply, Mailbox as Mailbox, Reply as Reply
-from .node import Node as Node
+from .node import Node as Node, unique_node_name as unique_node_name
 from .ref import ActorRef as ActorRef, LocalRef as LocalRef, RemoteRef as RemoteRef
 from .supervisor import (
     Backoff as Backoff,

@@ -8,6 +8,7 @@ __all__ = [
     "ActorNotFoundError",
     "ActorStoppedError",
     "AskTimeoutError",
+    "MailboxFullError",
     "PeerLostError",
     "SupervisorFailedError",
 ]
@@ -31,6 +32,11 @@ class ActorNotFoundError(ActorError):
 
 class AskTimeoutError(ActorError, TimeoutError):
     """No reply arrived within the ask's timeout."""
+
+
+class MailboxFullError(ActorError):
+    """A remote actor's mailbox was full when an ask arrived ("busy"); the asking
+    :class:`RemoteRef` retries until its timeout, so askers see this only in a fault."""
 
 
 class PeerLostError(ActorError):

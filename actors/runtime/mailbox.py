@@ -93,10 +93,7 @@ class Mailbox(Generic[M]):
     async def put(self, message: M, reply: Reply | None = None) -> None:
         """Wait for space, then enqueue; raises once the mailbox is closed."""
         if not isinstance(message, self.message_type):  # ``object`` accepts anything
-            raise TypeError(
-                f"actor {self.owner!r} accepts {_type_name(self.message_type)}, "
-                f"not {type(message).__qualname__}"
-            )
+            raise self._wrong_type(message)
         # With room in the mailbox, mostly only a cancellation check (before sending: a
         # cancelled sender sends nothing): a trip through the scheduler only every
         # _PUTS_PER_YIELD puts, so senders stay fast and a sender that only tells still
@@ -113,7 +110,30 @@ class Mailbox(Generic[M]):
             except trio.WouldBlock:
                 await self._send.send((message, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ActorStoppedError(f"actor {self.owner!r} has stopped") from None
+            raise self._stopped() from None
+
+    def offer(self, message: M, reply: Reply | None = None) -> bool:
+        """Enqueue at once if there is room; False if the mailbox is full. For a link's
+        reader, which must not wait on one actor while the link carries others' messages.
+        """
+        if not isinstance(message, self.message_type):
+            raise self._wrong_type(message)
+        try:
+            self._send.send_nowait((message, reply))
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._stopped() from None
+        return True
+
+    def _wrong_type(self, message: object) -> TypeError:
+        return TypeError(
+            f"actor {self.owner!r} accepts {_type_name(self.message_type)}, "
+            f"not {type(message).__qualname__}"
+        )
+
+    def _stopped(self) -> ActorStoppedError:
+        return ActorStoppedError(f"actor {self.owner!r} has stopped")
 
     def close(self) -> None:
         """Refuse new messages and fail the asks still waiting inside."""

@@ -11,6 +11,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import secrets
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -36,13 +39,14 @@ from .errors import (
     ActorNotFoundError,
     ActorStoppedError,
     AskTimeoutError,
+    MailboxFullError,
     PeerLostError,
 )
 from .mailbox import LocalReply, Reply
 from .ref import ActorRef, RemoteRef
 from .supervisor import ChildSpec, Restart, Supervisor
 
-__all__ = ["Node"]
+__all__ = ["Node", "unique_node_name"]
 
 M = TypeVar("M")
 log = logging.getLogger("actors.node")
@@ -55,6 +59,7 @@ _FAULTS: dict[str, type[Exception]] = {
         ActorNotFoundError,
         ActorStoppedError,
         ActorError,
+        MailboxFullError,
         TypeError,
         wire.WireError,
     )
@@ -66,8 +71,21 @@ _FAULT_MESSAGE = 2000
 #: reader stops taking new asks from the peer.
 _REPLY_QUEUE = 256
 _REPLY_QUEUE_FRAMES = 4
+#: Tells from one link to one actor that wait for room in its full mailbox, in order,
+#: before the link's reader itself waits (and TCP slows the peer down).
+_TELL_OVERFLOW = 64
+#: Seconds between the retries of an ask that found a remote mailbox full: first, longest.
+_BUSY_BACKOFF = (0.005, 0.25)
 #: A link logs the first of a run of like warnings, then at most one summary this often.
 _WARNING_INTERVAL = 10.0
+
+
+def unique_node_name(prefix: str = "node") -> str:
+    """``PREFIX-HOST-PID-RANDOM6``: a name for one of many like processes (clients,
+    workers) that nobody names by hand, unique in a cluster since peers refuse a second
+    link under a name already linked."""
+    host = socket.gethostname().split(".")[0] or "host"
+    return f"{prefix}-{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class _Warnings:
@@ -179,14 +197,42 @@ class _Outbox:
         self._taken = trio.Event()
 
 
+class _Overflow:
+    """Tells from one link to one actor whose mailbox was full, in arrival order.
+
+    One delivery task hands them on as room frees and ends once the overflow is empty;
+    meanwhile later tells to that actor queue here too, so none overtakes another.
+    """
+
+    def __init__(self) -> None:
+        self.messages: deque[Any] = deque()
+        self.delivered = trio.Event()
+        self._taken = trio.Event()
+
+    def full(self) -> bool:
+        return len(self.messages) >= _TELL_OVERFLOW
+
+    async def wait_taken(self) -> None:
+        await self._taken.wait()
+
+    def taken(self) -> None:
+        self.messages.popleft()
+        self._taken.set()
+        self._taken = trio.Event()
+
+
 @attrs.define(eq=False)
 class _Peer:
-    """One live link: its outbox and the asks waiting on that peer."""
+    """One live link: its outbox, the asks waiting on that peer, and the tells from it
+    waiting for room in full mailboxes (delivered by tasks in ``deliveries``, the link's
+    nursery)."""
 
     name: str
     link: Link
     outbox: _Outbox
     pending: dict[int, LocalReply] = attrs.field(factory=dict)
+    overflow: dict[str, _Overflow] = attrs.field(factory=dict)
+    deliveries: trio.Nursery = attrs.field(init=False)
     warnings: _Warnings = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -222,7 +268,8 @@ class Node:
     Args:
         name: How peers address this node (``node.ref(actor, node=name)``); unique in a
             cluster: a link from a name that a live link already carries is refused
-            (close code 4002), as is a peer claiming our own name.
+            (close code 4002), as is a peer claiming our own name. None: the name of
+            ``transport`` if one is given, else :func:`unique_node_name`.
         listen: Accept links here: ``ws://HOST:PORT`` (port 0 picks a free one; see
             :attr:`address`), ``wss://...`` (needs a transport with an ``ssl_context``) or
             ``local://NAME`` (in-process).
@@ -245,7 +292,7 @@ class Node:
 
     def __init__(
         self,
-        name: str = "node",
+        name: str | None = None,
         *,
         listen: str | None = None,
         connect: Sequence[str] = (),
@@ -256,6 +303,8 @@ class Node:
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
         root: Supervisor | None = None,
     ) -> None:
+        if name is None:
+            name = getattr(transport, "name", None) or unique_node_name()
         self.name = name
         self.listen = listen
         self.connect = list(connect)
@@ -289,7 +338,7 @@ class Node:
     @asynccontextmanager
     async def open(
         cls,
-        name: str = "node",
+        name: str | None = None,
         *,
         listen: str | None = None,
         connect: Sequence[str] = (),
@@ -384,11 +433,13 @@ class Node:
     def ref(self, name: str, node: str | None = None, message_type: Any = object) -> ActorRef[Any]:
         """The ref of actor ``name`` on this node, or on the linked node ``node``."""
         if node is None or node == self.name:
-            cell = self._registry.get(name)
-            if cell is None:
-                raise ActorNotFoundError(f"no actor named {name!r} on {self.name!r}")
-            return cell.ref
+            return self._cell(name).ref
         return RemoteRef(self, node, name, message_type)
+
+    def _wire_ref(self, node: str, name: str) -> ActorRef[Any]:
+        """A ref that arrived in a message, made usable here: our own actor's local ref
+        (which must exist), else a RemoteRef to its node (usable while we link to it)."""
+        return self.ref(name, node=node)
 
     def new_cell(self, name: str, message_type: Any, mailbox_size: int) -> ActorCell[Any]:
         if name in self._registry:
@@ -451,17 +502,30 @@ class Node:
     async def send_remote_ask(
         self, node: str, target: str, message: Any, timeout: float | None
     ) -> Any:
+        """Ask, and ask again while the far side answers that the mailbox is full: a
+        remote ask waits for room like a local one, without holding the link's reader."""
         peer = self._peer(node)
-        frame = wire.Ask("ask", next(self._ids), target, self._encode(message, target))
+        body = self._encode(message, target)
+        delay, longest = _BUSY_BACKOFF
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            while True:
+                try:
+                    return await self._ask_once(peer, target, body)
+                except MailboxFullError:
+                    await trio.sleep(delay)
+                    delay = min(longest, delay * 2)
+                    peer = self._peer(node)
+        raise AskTimeoutError(f"no reply from {target!r}@{node!r} within {timeout}s")
+
+    async def _ask_once(self, peer: _Peer, target: str, body: bytes) -> Any:
+        frame = wire.Ask("ask", next(self._ids), target, body)
         reply = LocalReply()
         peer.pending[frame.id] = reply
         try:
-            with trio.move_on_after(math.inf if timeout is None else timeout):
-                await self._send(peer, frame)
-                return await reply.wait()
+            await self._send(peer, frame)
+            return await reply.wait()
         finally:
             peer.pending.pop(frame.id, None)
-        raise AskTimeoutError(f"no reply from {target!r}@{node!r} within {timeout}s")
 
     def _peer(self, node: str) -> _Peer:
         peer = self._peers.get(node)
@@ -526,7 +590,12 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, peer)
+                peer.deliveries = nursery
                 await self._read(peer)
+                # The peer closed the link: what it told still reaches the mailboxes.
+                with trio.move_on_after(self.shutdown_timeout):
+                    for overflow in list(peer.overflow.values()):
+                        await overflow.delivered.wait()
                 nursery.cancel_scope.cancel()
         except* LinkClosed as group:
             closed = group.exceptions[0]
@@ -583,7 +652,7 @@ class Node:
                 reply.fail(_FAULTS.get(frame.error, ActorError)(frame.message))
                 return
             try:
-                reply.resolve(wire.decode_value(frame.body))
+                reply.resolve(wire.decode_value(frame.body, self._wire_ref))
             except wire.WireError as exc:
                 reply.fail(exc)
             return
@@ -591,16 +660,51 @@ class Node:
             _RemoteReply(self, peer, frame.id) if isinstance(frame, wire.Ask) else None
         )
         try:
-            cell = self._registry.get(frame.target)
-            if cell is None:
-                raise ActorNotFoundError(f"no actor named {frame.target!r} on {self.name!r}")
-            message = wire.decode_value(frame.body)
-            await cell.mailbox.put(message, answer)
+            cell = self._cell(frame.target)
+            message = wire.decode_value(frame.body, self._wire_ref)
+            if answer is None:
+                await self._deliver_tell(peer, cell, message)
+            elif frame.target in peer.overflow or not cell.mailbox.offer(message, answer):
+                # Busy: the asker retries (send_remote_ask); the reader goes on at once.
+                raise MailboxFullError(f"the mailbox of {frame.target!r} is full")
         except (ActorError, TypeError, wire.WireError) as exc:
             if answer is not None:
                 answer.fail(exc)
             else:
-                peer.warnings.warn(
-                    f"dropped tells ({type(exc).__name__})",
-                    f"dropped tell from {peer.name!r} to {frame.target!r}: {exc}",
-                )
+                self._drop_tell(peer, frame.target, exc)
+
+    def _cell(self, name: str) -> ActorCell[Any]:
+        cell = self._registry.get(name)
+        if cell is None:
+            raise ActorNotFoundError(f"no actor named {name!r} on {self.name!r}")
+        return cell
+
+    async def _deliver_tell(self, peer: _Peer, cell: ActorCell[Any], message: Any) -> None:
+        """Into the mailbox if it has room and no earlier tell waits, else into the
+        link's overflow for that actor; the reader waits only when that is full."""
+        # The overflow may empty and end while we wait for room in it: look again.
+        while (overflow := peer.overflow.get(cell.name)) is not None and overflow.full():
+            await overflow.wait_taken()
+        if overflow is None:
+            if cell.mailbox.offer(message):
+                return
+            overflow = peer.overflow[cell.name] = _Overflow()
+            peer.deliveries.start_soon(self._drain, peer, cell.name, overflow)
+        overflow.messages.append(message)
+
+    async def _drain(self, peer: _Peer, target: str, overflow: _Overflow) -> None:
+        """Hand one actor's overflowing tells to its mailbox, in order, as room frees."""
+        while overflow.messages:
+            try:
+                await self._cell(target).mailbox.put(overflow.messages[0])
+            except (ActorError, TypeError) as exc:
+                self._drop_tell(peer, target, exc)
+            overflow.taken()
+        del peer.overflow[target]
+        overflow.delivered.set()
+
+    def _drop_tell(self, peer: _Peer, target: str, exc: Exception) -> None:
+        peer.warnings.warn(
+            f"dropped tells ({type(exc).__name__})",
+            f"dropped tell from {peer.name!r} to {target!r}: {exc}",
+        )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
+from .. import wire
 from .errors import ActorNotFoundError, AskTimeoutError
 from .mailbox import LocalReply
 
@@ -114,3 +115,6 @@ class RemoteRef(ActorRef[M]):
     async def ask(self, message: M, *, timeout: float | None = None) -> Any:
         self._check(message)
         return await self._node.send_remote_ask(self.node_name, self.name, message, timeout)
+
+
+wire.register_address_type(ActorRef)

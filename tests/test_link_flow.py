@@ -1,0 +1,136 @@
+"""Flow across one link: an actor whose mailbox is full must not hold up the others.
+
+Asks to a full mailbox are answered "busy" at once and retried by the asker; tells wait
+in a bounded per-actor overflow. Timed tests run on ``local://`` under ``autojump_clock``;
+the heartbeat test needs a real websocket on 127.0.0.1, so it runs in real time with
+short heartbeat settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from actors import Actor, Node
+from transports import WebSocketTransport
+
+SECRET = b"flow test secret"
+
+
+@attrs.frozen
+class Put:
+    value: int
+
+
+@attrs.frozen
+class Get:
+    pass
+
+
+@attrs.frozen
+class Block:
+    """The keeper waits for its gate before taking anything else."""
+
+
+class Keeper(Actor[Put | Get | Block]):
+    """Keeps what it is told, in order; a small mailbox so it fills up."""
+
+    mailbox_size = 2
+
+    def __init__(self, gate: trio.Event) -> None:
+        self.gate = gate
+        self.values: list[int] = []
+
+    async def receive(self, message: Put | Get | Block) -> Any:
+        if isinstance(message, Block):
+            await self.gate.wait()
+        elif isinstance(message, Put):
+            self.values.append(message.value)
+        else:
+            return list(self.values)
+        return None
+
+
+def open_gate() -> trio.Event:
+    gate = trio.Event()
+    gate.set()
+    return gate
+
+
+@asynccontextmanager
+async def linked(
+    listen: str, transports: tuple[WebSocketTransport, WebSocketTransport] | None = None
+) -> AsyncIterator[tuple[Node, Node]]:
+    """A server node with a "fast" keeper, and a client node linked to it."""
+    server_transport, client_transport = transports or (None, None)
+    async with Node.open("server", listen=listen, transport=server_transport) as server:
+        await server.spawn(lambda: Keeper(open_gate()), name="fast")
+        assert server.address is not None
+        async with Node.open(
+            "client", connect=[server.address], transport=client_transport
+        ) as client:
+            await client.wait_for_peer("server")
+            yield server, client
+
+
+async def test_a_full_mailbox_holds_up_neither_other_actors_nor_asks_to_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = trio.Event()
+    async with linked("local://") as (server, client):
+        await server.spawn(lambda: Keeper(gate), name="slow")
+        slow = client.ref("slow", node="server")
+        fast = client.ref("fast", node="server")
+        await slow.tell(Block())
+        for i in range(10):  # two fill the mailbox, the rest wait in the link's overflow
+            await slow.tell(Put(i))
+        answers: list[list[int]] = []
+
+        async def ask_slow() -> None:
+            answers.append(await slow.ask(Get(), timeout=60))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_slow)
+            with trio.fail_after(1):
+                await fast.tell(Put(1))
+                assert await fast.ask(Get()) == [1]
+            await trio.sleep(20)  # the ask to the full mailbox keeps being retried
+            assert answers == []
+            for i in range(10, 15):  # after the overflow, though the mailbox may have room
+                await slow.tell(Put(i))
+            gate.set()
+        assert answers[0][:10] == list(range(10))
+        assert await slow.ask(Get(), timeout=1) == list(range(15))
+
+
+async def test_a_blocked_actor_does_not_cost_the_link_its_heartbeat() -> None:
+    def transport(name: str) -> WebSocketTransport:
+        return WebSocketTransport(
+            name, SECRET, heartbeat_interval=0.1, heartbeat_timeout=0.5, queue_size=2
+        )
+
+    gate = trio.Event()
+    with trio.fail_after(20):
+        pair = (transport("server"), transport("client"))
+        async with linked("ws://127.0.0.1:0", pair) as (server, client):
+            await server.spawn(lambda: Keeper(gate), name="slow")
+            slow = client.ref("slow", node="server")
+            fast = client.ref("fast", node="server")
+            await slow.tell(Block())
+            for i in range(5):
+                await slow.tell(Put(i))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(slow.ask, Get(), timeout=20))
+                for i in range(60):  # 1.5 s of separate link messages, three heartbeats
+                    await fast.tell(Put(i))
+                    await trio.sleep(0.025)
+                gate.set()
+            assert await fast.ask(Get()) == list(range(60))
+            assert await slow.ask(Get()) == list(range(5))
+            assert client.peers == ["server"]
