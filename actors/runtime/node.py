@@ -234,6 +234,8 @@ class _Peer:
     overflow: dict[str, _Overflow] = attrs.field(factory=dict)
     deliveries: trio.Nursery = attrs.field(init=False)
     warnings: _Warnings = attrs.field(init=False)
+    #: Set once the writer has sent everything and closed the link (a node's clean exit).
+    closed_by_us: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         self.warnings = _Warnings(self.name)
@@ -592,10 +594,15 @@ class Node:
                 nursery.start_soon(self._write, peer)
                 peer.deliveries = nursery
                 await self._read(peer)
-                # The peer closed the link: what it told still reaches the mailboxes.
                 with trio.move_on_after(self.shutdown_timeout):
+                    # The peer closed the link: what it told still reaches the mailboxes.
                     for overflow in list(peer.overflow.values()):
                         await overflow.delivered.wait()
+                    if self._closing:
+                        # We are closing: the writer waits for the peer's half of the
+                        # closing handshake, which proves the peer read all we sent. Cut
+                        # short, the connection could be reset with our frames unread.
+                        await peer.closed_by_us.wait()
                 nursery.cancel_scope.cancel()
         except* LinkClosed as group:
             closed = group.exceptions[0]
@@ -626,6 +633,7 @@ class Node:
         while batch := await peer.outbox.take():
             await peer.link.send(wire.encode_frames(batch))
         await peer.link.aclose("node shutting down", 1001)
+        peer.closed_by_us.set()
 
     async def _read(self, peer: _Peer) -> None:
         async for data in peer.link:
