@@ -21,23 +21,26 @@ import pendulum
 import trio
 
 from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, TaskExpiredError
-from .formatter import TaskiqFormatter
 from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
-from .lifecycle import Phase, TaskInfo
+from .lifecycle import Phase
 from .protocol import (
     Abort,
     BrokerMessage,
     BrokerRequest,
     CancelRun,
     CopyResult,
+    EncodedResult,
     Enqueue,
     Finished,
     GetResult,
     Inspect,
+    LiveTask,
     Run,
     RunEnded,
     Runs,
     Status,
+    StatusReply,
+    Stored,
     StoreRequest,
     StoreResult,
     Tick,
@@ -45,8 +48,9 @@ from .protocol import (
     WorkerRequest,
 )
 from .queue import TaskQueue, TaskRecord
-from .result import TaskiqResult
-from .runtime import Actor, ActorRef, Reply
+from .result import TaskiqResult, result_to_wire
+from .runtime import Actor, ActorError, ActorRef, Reply
+from .serializers import TaskiqSerializer
 
 __all__ = [
     "BrokerActor",
@@ -68,6 +72,7 @@ class _WorkerSlot:
     ref: ActorRef[WorkerRequest]
     capacity: int
     incarnation: int
+    tasks: frozenset[str]
     running: set[str] = attrs.field(factory=set)
 
 
@@ -82,7 +87,11 @@ class BrokerState:
 
 
 class BrokerActor(Actor[BrokerRequest]):
-    """Queue and dispatch. Every message is handled whole before the next one."""
+    """Queue and dispatch. Every message is handled whole before the next one.
+
+    It never decodes a task's arguments. The error results it stores itself are
+    encoded with ``encode_with`` when the store keeps results encoded (on a hub),
+    and kept as they are when it is None (in process)."""
 
     mailbox_size = 4096
 
@@ -90,14 +99,14 @@ class BrokerActor(Actor[BrokerRequest]):
         self,
         state: BrokerState,
         store: ActorRef[StoreRequest],
-        formatter: TaskiqFormatter,
         wall_clock: WallClock,
+        encode_with: TaskiqSerializer | None = None,
     ) -> None:
         self.state = state
         self.queue = state.queue
         self.store = store
-        self.formatter = formatter
         self.wall_clock = wall_clock
+        self.encode_with = encode_with
         self._rearm = trio.Event()
         self._armed_for: float | None = None
 
@@ -124,7 +133,7 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = self._inspect(message.task_id)
         elif isinstance(message, Status):
             record = self.queue.live(message.task_id)
-            answer = None if record is None else record.phase.status
+            answer = StatusReply(None if record is None else record.phase.status)
         else:
             self._drain()
         return answer
@@ -216,14 +225,15 @@ class BrokerActor(Actor[BrokerRequest]):
 
     async def _stored_success(self, task_id: str) -> bool:
         result = await self.store.ask(GetResult(task_id))
-        return isinstance(result, TaskiqResult) and not result.is_err
+        return isinstance(result, TaskiqResult | EncodedResult) and not result.is_err
 
     # Dispatching -----------------------------------------------------------------------
 
     async def _worker_ready(self, message: WorkerReady) -> None:
         previous = self.state.workers.get(message.worker_id)
+        worker = self.node.ref(message.actor, node=message.node)
         self.state.workers[message.worker_id] = _WorkerSlot(
-            message.worker, message.capacity, message.incarnation
+            worker, message.capacity, message.incarnation, frozenset(message.tasks)
         )
         if previous is not None:
             # The worker restarted: what it was running is delivered again, unless it
@@ -270,7 +280,18 @@ class BrokerActor(Actor[BrokerRequest]):
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
             slot = self.state.workers[worker_id]
-            await slot.ref.tell(Runs(runs, slot.incarnation))
+            try:
+                await slot.ref.tell(Runs(runs, slot.incarnation))
+            except ActorError:  # its node is gone: its runs go to the others
+                self._lost_worker(worker_id)
+
+    def _lost_worker(self, worker_id: str) -> None:
+        slot = self.state.workers.pop(worker_id)
+        now = trio.current_time()
+        for task_id in slot.running:
+            record = self.queue.live(task_id)
+            if record is not None and record.phase is Phase.RUNNING:
+                self.queue.place(record, now)
 
     async def _finished(self, message: Finished) -> None:
         slot = self.state.workers.get(message.worker_id)
@@ -343,9 +364,13 @@ class BrokerActor(Actor[BrokerRequest]):
             reply = self.defer_reply()
             if reply is not None:
                 replies.append(reply)
-            slot = self.state.workers.get(record.worker_id or "")
+            worker_id = record.worker_id or ""
+            slot = self.state.workers.get(worker_id)
             if slot is not None:
-                await slot.ref.tell(CancelRun(task_id))
+                try:
+                    await slot.ref.tell(CancelRun(task_id))
+                except ActorError:
+                    self._lost_worker(worker_id)
             return None
         await self._end(record, Phase.ABORTED, TaskAbortedError(f"task {task_id} was aborted"))
         return True
@@ -367,7 +392,10 @@ class BrokerActor(Actor[BrokerRequest]):
             enqueue_time=record.enqueue_time,
             finish_time=self.wall_clock(),
         )
-        await self.store.tell(StoreResult(record.task_id, result, self._ttl(record)))
+        stored: Stored = result
+        if self.encode_with is not None:
+            stored = EncodedResult(result_to_wire(result, self.encode_with), is_err=True)
+        await self.store.tell(StoreResult(record.task_id, stored, self._ttl(record)))
 
     @staticmethod
     def _ttl(record: TaskRecord) -> float | None:
@@ -420,27 +448,22 @@ class BrokerActor(Actor[BrokerRequest]):
 
     # Questions -------------------------------------------------------------------------
 
-    def _inspect(self, task_id: str) -> TaskInfo | None:
+    def _inspect(self, task_id: str) -> LiveTask | None:
         record = self.queue.live(task_id)
         if record is None:
             return None
-        message = self.formatter.loads(record.message.message)
         scheduled = None
         if record.phase is Phase.SCHEDULED and record.eta is not None:
             with contextlib.suppress(OverflowError):  # due after the year 9999: unknown
                 scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
-        return TaskInfo(
-            task_id=task_id,
-            task_name=record.message.task_name,
-            args=tuple(message.args),
-            kwargs=dict(message.kwargs),
+        return LiveTask(
+            message=record.message,
             tries=record.tries,
             status=record.phase.status,
             enqueue_time=record.enqueue_time,
             scheduled=scheduled,
-            dependencies=frozenset(record.waiting_on),
-            dependents=frozenset(record.dependents),
-            labels=dict(record.message.labels),
+            dependencies=sorted(record.waiting_on),
+            dependents=list(record.dependents),
         )
 
     def _drain(self) -> None:

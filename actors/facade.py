@@ -27,7 +27,7 @@ from .inputs import check_labels
 from .lifecycle import TaskInfo, TaskStatus
 from .middlewares import TaskiqMiddleware, maybe_await
 from .protocol import BrokerMessage
-from .result import TaskiqMessage, TaskiqResult
+from .result import TaskiqMessage, TaskiqResult, TaskProgress
 from .serializers import JSONSerializer, TaskiqSerializer
 from .service import Service
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
@@ -237,6 +237,15 @@ class AsyncBroker(Service):
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         return await self.result_backend.get_result(task_id, with_logs=with_logs)
+
+    async def is_ready(self, task_id: str) -> bool:
+        return await self.result_backend.is_result_ready(task_id)
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        await self.result_backend.set_progress(task_id, progress)
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        return await self.result_backend.get_progress(task_id)
 
     async def task_status(self, task_id: str) -> TaskStatus:
         raise NotImplementedError

@@ -1,5 +1,12 @@
 """The typed mailboxes of the task queue's roles: what the broker, the workers and the
-result store say to each other. attrs classes, so they can cross a link too.
+result store say to each other, and their replies. attrs classes with stable wire tags
+(``taskq.<Name>``), so each can cross a link between nodes.
+
+Nothing here holds a Python object that only makes sense in one process: actors are
+named by ``(node, actor)`` strings, errors and "no such thing" answers are typed values
+(:class:`NoResult`, :class:`StatusReply`), and a result is either a ``TaskiqResult`` (the
+store is in the worker's process) or an :class:`EncodedResult` (the worker encoded it
+with the broker's serializer: the hub never decodes user data).
 
 Nothing changes a message once it is sent. They are not ``frozen`` only because five are
 built per task and frozen attrs classes take half again as long to build.
@@ -12,7 +19,9 @@ from typing import Any, Literal
 import attrs
 import pendulum
 
-from .runtime import ActorRef
+from . import wire
+from .lifecycle import TaskStatus
+from .result import TaskiqResult, TaskProgress
 
 __all__ = [
     "Abort",
@@ -21,17 +30,25 @@ __all__ = [
     "CancelRun",
     "CopyResult",
     "Drain",
+    "EncodedResult",
     "Enqueue",
     "Finished",
+    "GetProgress",
     "GetResult",
     "Inspect",
+    "IsReady",
+    "LiveTask",
+    "NoResult",
     "Run",
     "RunEnded",
     "Runs",
+    "SetProgress",
     "Status",
+    "StatusReply",
     "StopWaiting",
     "StoreRequest",
     "StoreResult",
+    "Stored",
     "Tick",
     "WaitResult",
     "WorkerReady",
@@ -49,6 +66,26 @@ class BrokerMessage:
     labels: dict[str, Any]
 
 
+@attrs.define
+class EncodedResult:
+    """A result as ``result_to_wire`` bytes (the broker's serializer); ``is_err`` is
+    outside them so the hub can tell success from failure without decoding."""
+
+    data: bytes
+    is_err: bool
+
+
+@attrs.define
+class NoResult:
+    """The reply when there is no result to give, and why (the facade raises
+    ``ResultGetError`` with it)."""
+
+    reason: str
+
+
+Stored = TaskiqResult[Any] | EncodedResult
+"""A result as the store keeps it."""
+
 # To the broker -------------------------------------------------------------------------
 
 
@@ -61,13 +98,16 @@ class Enqueue:
 
 @attrs.define
 class WorkerReady:
-    """A worker (re)started and can run ``capacity`` tasks at once. ``incarnation``
-    tells this start of the worker from earlier ones (see :class:`Runs`)."""
+    """A worker (re)started and can run ``capacity`` tasks at once. It is the actor
+    ``actor`` on node ``node``; ``incarnation`` tells this start of the worker from
+    earlier ones (see :class:`Runs`); ``tasks`` are the task names it can run."""
 
-    worker: ActorRef[Any]
+    node: str
+    actor: str
     worker_id: str
     capacity: int
     incarnation: int
+    tasks: list[str] = attrs.field(factory=list)
 
 
 @attrs.define
@@ -106,17 +146,36 @@ class Abort:
 
 @attrs.define
 class Inspect:
-    """The reply is a ``TaskInfo`` for a live task, or None."""
+    """The reply is a :class:`LiveTask`, or None once the task has ended."""
 
     task_id: str
 
 
 @attrs.define
+class LiveTask:
+    """What the broker knows of a live task; the facade decodes its arguments."""
+
+    message: BrokerMessage
+    tries: int
+    status: TaskStatus
+    enqueue_time: pendulum.DateTime
+    scheduled: pendulum.DateTime | None
+    dependencies: list[str]
+    dependents: list[str]
+
+
+@attrs.define
 class Status:
-    """The reply is the ``TaskStatus`` of a live task, or None: ``Inspect`` without
-    decoding the task's arguments."""
+    """The reply is a :class:`StatusReply`: ``Inspect`` without the arguments."""
 
     task_id: str
+
+
+@attrs.define
+class StatusReply:
+    """The status of a live task, or None when the broker no longer has it."""
+
+    status: TaskStatus | None
 
 
 @attrs.define
@@ -166,12 +225,12 @@ WorkerRequest = Runs | CancelRun
 
 @attrs.define
 class StoreResult:
-    """Store a result (a ``TaskiqResult``), push it to waiters, expire it after ``ttl``.
+    """Store a result, push it to waiters, expire it after ``ttl``.
 
     ``result`` None: the run ended on purpose without one (``NoResultError``)."""
 
     task_id: str
-    result: Any
+    result: Stored | None
     ttl: float | None = None
 
 
@@ -186,8 +245,8 @@ class CopyResult:
 
 @attrs.define
 class WaitResult:
-    """The reply is the result, as soon as it is stored. ``waiter`` names this wait for
-    ``StopWaiting``."""
+    """The reply is the result (:data:`Stored`) or :class:`NoResult`, as soon as there
+    is one. ``waiter`` names this wait for ``StopWaiting``."""
 
     task_id: str
     waiter: str
@@ -203,10 +262,51 @@ class StopWaiting:
 
 @attrs.define
 class GetResult:
-    """The reply is the stored result, or the backend's error."""
+    """The reply is the stored result (:data:`Stored`) or :class:`NoResult`."""
 
     task_id: str
     with_logs: bool = False
 
 
-StoreRequest = StoreResult | CopyResult | WaitResult | StopWaiting | GetResult
+@attrs.define
+class IsReady:
+    """The reply is True when a result is stored for the task."""
+
+    task_id: str
+
+
+@attrs.define
+class SetProgress:
+    """A running task's progress report."""
+
+    task_id: str
+    progress: TaskProgress[Any]
+
+
+@attrs.define
+class GetProgress:
+    """The reply is the task's last ``TaskProgress``, or None."""
+
+    task_id: str
+
+
+StoreRequest = (
+    StoreResult
+    | CopyResult
+    | WaitResult
+    | StopWaiting
+    | GetResult
+    | IsReady
+    | SetProgress
+    | GetProgress
+)
+
+#: Every class above under a tag that does not depend on this module's path.
+for _cls in (
+    BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
+    Enqueue, WorkerReady, RunEnded, Finished, Tick, Abort, Inspect, Status, Drain,
+    Run, Runs, CancelRun,
+    StoreResult, CopyResult, WaitResult, StopWaiting, GetResult, IsReady, SetProgress,
+    GetProgress,
+):  # fmt: skip
+    wire.register(_cls, f"taskq.{_cls.__name__}")

@@ -89,7 +89,7 @@ async def worker_setup() -> AsyncIterator[WorkerSetup]:
         )
         await trio.testing.wait_all_tasks_blocked()
         [ready] = told
-        assert ready == WorkerReady(worker, "w", 30, ready.incarnation)
+        assert ready == WorkerReady("t", worker.name, "w", 30, ready.incarnation, ["quick", "held"])
         yield WorkerSetup(broker, told, worker, store, release, ready.incarnation)
 
 
@@ -150,11 +150,9 @@ async def broker_setup() -> AsyncIterator[BrokerSetup]:
     told: list[Any] = []
     async with Node.open("t") as node:
         store = await node.spawn(lambda: ResultStore(broker.result_backend))
-        actor = await node.spawn(
-            lambda: BrokerActor(BrokerState(), store, broker.formatter, utc_now)
-        )
+        actor = await node.spawn(lambda: BrokerActor(BrokerState(), store, utc_now))
         stand_in = await node.spawn(lambda: Recorder(told))
-        await actor.tell(WorkerReady(stand_in, "w", 3, 1))
+        await actor.tell(WorkerReady("t", stand_in.name, "w", 3, 1))
         yield BrokerSetup(broker, told, actor)
 
 
