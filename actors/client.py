@@ -40,6 +40,7 @@ from .protocol import (
 from .result import TaskiqResult, TaskProgress
 from .results import open_result
 from .runtime import ActorError, ActorRef, AskTimeoutError
+from .wire import WireError
 
 __all__ = ["ActorBroker"]
 
@@ -48,6 +49,9 @@ __all__ = ["ActorBroker"]
 #: across processes by the random prefix, and cheaper per wait than a random id.
 _WAITER_PREFIX = _random_id()[:12]
 _waiter_numbers = itertools.count()
+
+#: What the runtime raises when a message cannot reach an actor or cross a link.
+_RUNTIME_ERRORS = (ActorError, WireError)
 
 
 class ActorBroker(AsyncBroker):
@@ -78,7 +82,7 @@ class ActorBroker(AsyncBroker):
             else:
                 await broker.tell(Enqueue(message))
                 task_id = message.task_id
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise SendTaskError(f"task {message.task_id} was not accepted: {exc}") from exc
         if self.await_inplace:
             await self.wait_result(task_id)
@@ -97,11 +101,11 @@ class ActorBroker(AsyncBroker):
         waiter = f"{_WAITER_PREFIX}-{next(_waiter_numbers)}"
         try:
             stored = await store.ask(WaitResult(task_id, waiter))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise ResultGetError(f"no result for {task_id}: {exc}") from exc
         except trio.Cancelled:
             # The store forgets this waiter: a wait that times out leaves nothing behind.
-            with trio.CancelScope(shield=True), contextlib.suppress(ActorError):
+            with trio.CancelScope(shield=True), contextlib.suppress(*_RUNTIME_ERRORS):
                 await store.tell(StopWaiting(task_id, waiter))
             raise
         if type(stored) is TaskiqResult:
@@ -112,7 +116,7 @@ class ActorBroker(AsyncBroker):
         _, store = self._actors()
         try:
             stored = await store.ask(GetResult(task_id, with_logs))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise ResultGetError(f"no result for {task_id}: {exc}") from exc
         return open_result(stored, task_id, self.serializer)
 
@@ -120,21 +124,21 @@ class ActorBroker(AsyncBroker):
         _, store = self._actors()
         try:
             return bool(await store.ask(IsReady(task_id)))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise ResultGetError(f"cannot tell whether {task_id} is ready: {exc}") from exc
 
     async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
         _, store = self._actors()
         try:
             await store.tell(SetProgress(task_id, progress))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise BrokerError(f"progress of {task_id} not stored: {exc}") from exc
 
     async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
         _, store = self._actors()
         try:
             progress = await store.ask(GetProgress(task_id))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise ResultGetError(f"no progress for {task_id}: {exc}") from exc
         return progress if isinstance(progress, TaskProgress) else None
 
@@ -142,7 +146,7 @@ class ActorBroker(AsyncBroker):
         broker, _ = self._actors()
         try:
             reply = await broker.ask(Status(task_id))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise BrokerError(f"no status for {task_id}: {exc}") from exc
         if isinstance(reply, StatusReply) and reply.status is not None:
             return reply.status
@@ -154,7 +158,7 @@ class ActorBroker(AsyncBroker):
         broker, _ = self._actors()
         try:
             live = await broker.ask(Inspect(task_id))
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise BrokerError(f"no info for {task_id}: {exc}") from exc
         if not isinstance(live, LiveTask):
             return None
@@ -179,7 +183,7 @@ class ActorBroker(AsyncBroker):
             return bool(await broker.ask(Abort(task_id), timeout=timeout))
         except AskTimeoutError:
             return False
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise BrokerError(f"abort of {task_id} failed: {exc}") from exc
 
     async def wait_all(self) -> None:
@@ -187,5 +191,5 @@ class ActorBroker(AsyncBroker):
         broker, _ = self._actors()
         try:
             await broker.ask(Drain())
-        except ActorError as exc:
+        except _RUNTIME_ERRORS as exc:
             raise BrokerError(f"wait_all failed: {exc}") from exc

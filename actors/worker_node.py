@@ -1,0 +1,88 @@
+"""A worker node: worker actors for a user's broker, on a node that dials the hub.
+
+A worker process imports the user's tasks module and runs
+``open_worker_node(broker)``: its tasks, middlewares, dependency context and
+``WORKER_*`` events are the broker object's, as with taskiq's worker. Each worker tells
+the hub its node, its name and the task names it has, and hands results to the hub's
+store encoded with the broker's serializer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import trio
+
+from .events import TaskiqEvents
+from .exceptions import BrokerError
+from .hub import BROKER_ACTOR, STORE_ACTOR, transport_for
+from .runtime import ChildSpec, Node, Supervisor
+from .websocket_broker import WebSocketBroker
+from .worker import SyncThreads, WorkerActor
+
+__all__ = ["open_worker_node"]
+
+
+@contextlib.asynccontextmanager
+async def open_worker_node(
+    broker: WebSocketBroker,
+    *,
+    url: str | None = None,
+    secret: bytes | str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    workers: int = 1,
+    max_async_tasks: int = 30,
+    sync_tasks_pool_size: int = 4,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[Node]:
+    """Run ``workers`` worker actors for ``broker``'s tasks for the block.
+
+    ``url``, ``secret`` and ``ssl_context`` default to the broker's. When ``broker``
+    is not running (a worker process), it starts on this node and fires
+    ``WORKER_STARTUP``; when it already runs as a client in this process, only the
+    worker events fire here.
+    """
+    url = url or broker.url
+    secret = broker.secret if secret is None else secret
+    ssl_context = ssl_context or broker.ssl_context
+    name = f"worker-{uuid.uuid4().hex[:12]}"
+    transport = transport_for(name, secret, ssl_context)
+    async with (
+        Node.open(name, connect=[url], secret=secret, transport=transport) as node,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        try:
+            await node.wait_for_peer(broker.hub, timeout=connect_timeout)
+        except trio.TooSlowError:
+            raise BrokerError(
+                f"worker: no link to the hub at {url} within {connect_timeout}s "
+                "(is it running, with the same secret?)"
+            ) from None
+        if broker.running:
+            await broker._fire([TaskiqEvents.WORKER_STARTUP])
+            stack.push_async_callback(broker._fire, [TaskiqEvents.WORKER_SHUTDOWN])
+        else:
+            await stack.enter_async_context(broker.attach(node, worker=True))
+        hub_broker = node.ref(BROKER_ACTOR, node=broker.hub)
+        store = node.ref(STORE_ACTOR, node=broker.hub)
+        sync_threads = SyncThreads(sync_tasks_pool_size)
+
+        def worker(index: int) -> Callable[[], WorkerActor]:
+            return lambda: WorkerActor(
+                broker,
+                hub_broker,
+                store,
+                f"{name}.{index}",
+                max_async_tasks,
+                sync_threads,
+                encode_results=True,
+            )
+
+        children = [ChildSpec(f"taskq.worker-{i}", worker(i)) for i in range(workers)]
+        await node.spawn_supervisor(
+            lambda: Supervisor(children, max_restarts=10, within=5.0), name="taskq.workers"
+        )
+        yield node
