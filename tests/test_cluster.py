@@ -1,0 +1,148 @@
+"""The task queue across nodes: a hub, worker nodes and clients as separate nodes.
+
+The ``topology`` fixture runs the task-queue suites over ``local://`` links; these tests
+cover what only a cluster has: real websockets on 127.0.0.1, the secret, which side
+fires which events, and runtime errors turned into taskiq's at the client.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+
+from actors import (
+    Context,
+    SendTaskError,
+    TaskiqDepends,
+    TaskiqEvents,
+    TaskiqState,
+    TaskProgress,
+    WebSocketBroker,
+)
+from actors.client import ActorBroker
+from actors.hub import open_hub
+from actors.worker_node import open_worker_node
+
+SECRET = "the cluster's secret"
+
+
+class Boom(Exception):
+    """A task's own error, importable on the client."""
+
+
+async def test_kiq_and_wait_result_over_real_websockets() -> None:
+    async with open_hub("ws://127.0.0.1:0", secret=SECRET) as hub:
+        assert hub.address is not None and hub.address.startswith("ws://127.0.0.1:")
+        broker = WebSocketBroker(hub.address, secret=SECRET)
+
+        @broker.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        @broker.task
+        async def fails() -> None:
+            raise Boom("from the worker")
+
+        async with broker, open_worker_node(broker, workers=2):
+            with trio.fail_after(30):
+                handle = await add.kiq(1, 2)
+                result = await handle.wait_result(timeout=10)
+                failed = await (await fails.kiq()).wait_result(timeout=10)
+        assert result.return_value == 3 and not result.is_err
+        assert result.worker_id is not None and result.worker_id.startswith("worker-")
+        assert failed.is_err and isinstance(failed.error, Boom)
+        assert str(failed.error) == "from the worker"
+
+
+async def test_a_wrong_secret_is_a_send_task_error_at_kiq_within_its_timeout() -> None:
+    async with open_hub("ws://127.0.0.1:0", secret=SECRET) as hub:
+        assert hub.address is not None
+        broker = WebSocketBroker(hub.address, secret="not the secret", connect_timeout=1.0)
+
+        @broker.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        async with broker:
+            with trio.fail_after(20), pytest.raises(SendTaskError, match="secret"):
+                await add.kiq(1, 2)
+
+
+async def test_a_kick_that_cannot_cross_the_link_is_a_send_task_error(
+    broker: ActorBroker, topology: str
+) -> None:
+    @broker.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    kicker = add.kicker().with_labels(note=datetime.timedelta(seconds=1))
+    if topology == "inprocess":
+        assert await (await kicker.kiq(1, 2)) == 3
+        return
+    with pytest.raises(SendTaskError, match="cannot encode"):
+        await kicker.kiq(1, 2)
+    assert await (await add.kiq(1, 2)) == 3  # the client goes on
+
+
+async def test_progress_set_on_the_worker_is_read_by_the_client(broker: ActorBroker) -> None:
+    reported = trio.Event()
+    release = trio.Event()
+
+    @broker.task
+    async def slow(context: Context = TaskiqDepends()) -> None:
+        await context.set_progress(TaskProgress(progress=0.5, message="half"))
+        reported.set()
+        await release.wait()
+
+    handle = await slow.kiq()
+    with trio.fail_after(10):
+        await reported.wait()
+        progress = await handle.get_progress()
+        while progress is None:  # the store takes the report after the worker goes on
+            await trio.lowlevel.checkpoint()
+            progress = await handle.get_progress()
+    assert progress == TaskProgress(progress=0.5, message="half")
+    assert not await handle.is_ready()
+    release.set()
+    with trio.fail_after(10):
+        await handle.wait_result()
+    assert await handle.is_ready()
+
+
+async def test_each_side_fires_its_own_events() -> None:
+    """A worker process fires WORKER_*, a client CLIENT_*: here two broker objects for
+    the same tasks, as in two processes importing one module."""
+    fired: list[tuple[str, TaskiqEvents]] = []
+
+    def broker_for(side: str, url: str) -> WebSocketBroker:
+        broker = WebSocketBroker(url)
+        for event in TaskiqEvents:
+
+            def record(_: TaskiqState, event: TaskiqEvents = event) -> None:
+                fired.append((side, event))
+
+            broker.add_event_handler(event, record)
+
+        @broker.task("double")
+        async def double(x: int) -> int:
+            return 2 * x
+
+        return broker
+
+    async with open_hub("local://") as hub:
+        assert hub.address is not None
+        client, worker = broker_for("client", hub.address), broker_for("worker", hub.address)
+        async with open_worker_node(worker), client:
+            handle: Any = await client.find_task("double").kiq(21)  # type: ignore[union-attr]
+            with trio.fail_after(10):
+                assert await handle == 42
+    assert fired == [
+        ("worker", TaskiqEvents.WORKER_STARTUP),
+        ("client", TaskiqEvents.CLIENT_STARTUP),
+        ("client", TaskiqEvents.CLIENT_SHUTDOWN),
+        ("worker", TaskiqEvents.WORKER_SHUTDOWN),
+    ]
