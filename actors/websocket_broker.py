@@ -65,6 +65,11 @@ class WebSocketBroker(ActorBroker):
         self._as_worker = worker
         return self
 
+    @property
+    def node(self) -> Node | None:
+        """The node this broker sends through, while it runs."""
+        return self._node
+
     def _startup_events(self) -> list[TaskiqEvents]:
         return [TaskiqEvents.WORKER_STARTUP if self._as_worker else TaskiqEvents.CLIENT_STARTUP]
 

@@ -42,8 +42,8 @@ async def open_worker_node(
 
     ``url``, ``secret`` and ``ssl_context`` default to the broker's. When ``broker``
     is not running (a worker process), it starts on this node and fires
-    ``WORKER_STARTUP``; when it already runs as a client in this process, only the
-    worker events fire here.
+    ``WORKER_STARTUP``; when it already runs as a client in this process (or is being
+    started), only the worker events fire here.
     """
     url = url or broker.url
     secret = broker.secret if secret is None else secret
@@ -61,7 +61,7 @@ async def open_worker_node(
                 f"worker: no link to the hub at {url} within {connect_timeout}s "
                 "(is it running, with the same secret?)"
             ) from None
-        if broker.running:
+        if broker.node is not None:  # it runs as a client in this process too
             await broker._fire([TaskiqEvents.WORKER_STARTUP])
             stack.push_async_callback(broker._fire, [TaskiqEvents.WORKER_SHUTDOWN])
         else:
@@ -75,7 +75,7 @@ async def open_worker_node(
                 broker,
                 hub_broker,
                 store,
-                f"{name}.{index}",
+                f"{name}.worker-{index}",
                 max_async_tasks,
                 sync_threads,
                 encode_results=True,

@@ -9,16 +9,59 @@ imports the user's tasks module.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from actors import InMemoryBroker, WebSocketBroker
+from actors import InMemoryBroker, InmemoryResultBackend, WebSocketBroker
 from actors.client import ActorBroker
 from actors.hub import open_hub
 from actors.worker_node import open_worker_node
 
 TOPOLOGIES = ["inprocess", "cluster"]
+
+MakeBroker = Callable[..., ActorBroker]
+
+
+class OneProcessCluster(WebSocketBroker):
+    """A client that starts its own hub and worker node: ``InMemoryBroker``'s options,
+    each given to the side that uses it."""
+
+    def __init__(
+        self,
+        sync_tasks_pool_size: int = 4,
+        max_stored_results: int = 100,
+        cast_types: bool = True,
+        max_async_tasks: int = 30,
+        propagate_exceptions: bool = True,
+        await_inplace: bool = False,
+        *,
+        workers: int = 1,
+    ) -> None:
+        super().__init__("local://")
+        self.cast_types = cast_types
+        self.propagate_exceptions = propagate_exceptions
+        self.await_inplace = await_inplace
+        self._max_stored_results = max_stored_results
+        self._workers = (workers, max_async_tasks, sync_tasks_pool_size)
+
+    async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
+        backend: InmemoryResultBackend[Any] = InmemoryResultBackend(self._max_stored_results)
+        hub = await stack.enter_async_context(open_hub("local://", result_backend=backend))
+        assert hub.address is not None
+        self.url = hub.address
+        await super()._start_actors(stack)
+        workers, max_async_tasks, pool_size = self._workers
+        await stack.enter_async_context(
+            open_worker_node(
+                self,
+                workers=workers,
+                max_async_tasks=max_async_tasks,
+                sync_tasks_pool_size=pool_size,
+            )
+        )
 
 
 @pytest.fixture(params=TOPOLOGIES)
@@ -33,14 +76,14 @@ def cluster_xfail(request: pytest.FixtureRequest, reason: str) -> None:
 
 
 @pytest.fixture
-async def broker(topology: str) -> AsyncIterator[ActorBroker]:
+def make_broker(topology: str) -> MakeBroker:
+    """Builds a broker (not started) in the test's topology, with ``InMemoryBroker``'s
+    options."""
+    return InMemoryBroker if topology == "inprocess" else OneProcessCluster
+
+
+@pytest.fixture
+async def broker(make_broker: MakeBroker) -> AsyncIterator[ActorBroker]:
     """A running broker with the default settings, in the test's topology."""
-    if topology == "inprocess":
-        async with InMemoryBroker() as in_process:
-            yield in_process
-        return
-    async with open_hub("local://") as hub:
-        assert hub.address is not None
-        client = WebSocketBroker(hub.address)
-        async with client, open_worker_node(client):
-            yield client
+    async with make_broker() as running:
+        yield running
