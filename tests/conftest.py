@@ -29,37 +29,29 @@ class OneProcessCluster(WebSocketBroker):
     """A client that starts its own hub and worker node: ``InMemoryBroker``'s options,
     each given to the side that uses it."""
 
-    def __init__(
-        self,
-        sync_tasks_pool_size: int = 4,
-        max_stored_results: int = 100,
-        cast_types: bool = True,
-        max_async_tasks: int = 30,
-        propagate_exceptions: bool = True,
-        await_inplace: bool = False,
-        *,
-        workers: int = 1,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__("local://")
-        self.cast_types = cast_types
-        self.propagate_exceptions = propagate_exceptions
-        self.await_inplace = await_inplace
-        self._max_stored_results = max_stored_results
-        self._workers = (workers, max_async_tasks, sync_tasks_pool_size)
+        like = InMemoryBroker(**options)  # the same options, defaults and checks
+        self.cast_types = like.cast_types
+        self.propagate_exceptions = like.propagate_exceptions
+        self.await_inplace = like.await_inplace
+        self._like = like
 
     async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
-        backend: InmemoryResultBackend[Any] = InmemoryResultBackend(self._max_stored_results)
+        stored = self._like.result_backend
+        assert isinstance(stored, InmemoryResultBackend)
+        backend: InmemoryResultBackend[Any] = InmemoryResultBackend(stored.max_stored_results)
         hub = await stack.enter_async_context(open_hub("local://", result_backend=backend))
         assert hub.address is not None
         self.url = hub.address
         await super()._start_actors(stack)
-        workers, max_async_tasks, pool_size = self._workers
+        like = self._like
         await stack.enter_async_context(
             open_worker_node(
                 self,
-                workers=workers,
-                max_async_tasks=max_async_tasks,
-                sync_tasks_pool_size=pool_size,
+                workers=like.worker_count,
+                max_async_tasks=like.max_async_tasks,
+                sync_tasks_pool_size=like.sync_tasks_pool_size,
             )
         )
 
