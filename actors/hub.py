@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from .backends.results import AsyncResultBackend, InmemoryResultBackend
-from .broker import BrokerActor, BrokerState
+from .broker import BrokerActor, BrokerState, WallClock
 from .result import utc_now
 from .results import ResultStore
 from .runtime import ChildSpec, Node, Supervisor
@@ -51,6 +51,7 @@ async def open_hub(
     result_backend: AsyncResultBackend[Any] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     name: str = HUB_NODE,
+    wall_clock: WallClock = utc_now,
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
@@ -67,7 +68,7 @@ async def open_hub(
         async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:
 
             def broker() -> BrokerActor:
-                return BrokerActor(state, node.ref(STORE_ACTOR), utc_now, encode_with)
+                return BrokerActor(state, node.ref(STORE_ACTOR), wall_clock, encode_with)
 
             children = [
                 ChildSpec(STORE_ACTOR, lambda: ResultStore(backend)),

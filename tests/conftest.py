@@ -41,7 +41,9 @@ class OneProcessCluster(WebSocketBroker):
         stored = self._like.result_backend
         assert isinstance(stored, InmemoryResultBackend)
         backend: InmemoryResultBackend[Any] = InmemoryResultBackend(stored.max_stored_results)
-        hub = await stack.enter_async_context(open_hub("local://", result_backend=backend))
+        hub = await stack.enter_async_context(
+            open_hub("local://", result_backend=backend, wall_clock=self._like.wall_clock)
+        )
         assert hub.address is not None
         self.url = hub.address
         await super()._start_actors(stack)
