@@ -80,8 +80,9 @@ async def _until_signalled(run: Callable[[], Any]) -> None:
 # scheduler ----------------------------------------------------------------------------
 
 
-def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scheduler", metavar="MODULE:SCHEDULER", help="the TaskiqScheduler to run")
+def _object_arguments(parser: argparse.ArgumentParser, metavar: str, help_text: str) -> None:
+    """The ``MODULE:OBJECT`` to run, and modules to import first."""
+    parser.add_argument("target", metavar=metavar, help=help_text)
     parser.add_argument(
         "modules",
         metavar="TASK_MODULE",
@@ -90,17 +91,21 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    _object_arguments(parser, "MODULE:SCHEDULER", "the TaskiqScheduler to run")
+
+
 def _scheduler_command(args: argparse.Namespace) -> int:
     from .scheduler import TaskiqScheduler
 
     _import_modules(args.modules)
-    scheduler = load_object(args.scheduler, what="SCHEDULER")
+    scheduler = load_object(args.target, what="SCHEDULER")
     if not isinstance(scheduler, TaskiqScheduler):
-        raise CommandError(f"{args.scheduler} is not a TaskiqScheduler: {scheduler!r}")
+        raise CommandError(f"{args.target} is not a TaskiqScheduler: {scheduler!r}")
 
     async def run() -> None:
         async with scheduler.broker:
-            log.info("scheduler %s running on %r", args.scheduler, scheduler.broker)
+            log.info("scheduler %s running on %r", args.target, scheduler.broker)
             await scheduler.run()
 
     trio.run(_until_signalled, run)
@@ -196,13 +201,7 @@ def _hub_command(args: argparse.Namespace) -> int:
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("broker", metavar="MODULE:BROKER", help="the WebSocketBroker to serve")
-    parser.add_argument(
-        "modules",
-        metavar="TASK_MODULE",
-        nargs="*",
-        help="modules to import first, so their tasks are registered",
-    )
+    _object_arguments(parser, "MODULE:BROKER", "the WebSocketBroker to serve")
     parser.add_argument("--workers", type=int, default=1, help="worker actors (default 1)")
     parser.add_argument(
         "--max-async-tasks", type=int, default=30, help="tasks each worker runs at once"
@@ -220,9 +219,9 @@ def _worker_command(args: argparse.Namespace) -> int:
     from .worker_node import open_worker_node
 
     _import_modules(args.modules)
-    broker = load_object(args.broker, what="BROKER")
+    broker = load_object(args.target, what="BROKER")
     if not isinstance(broker, WebSocketBroker):
-        raise CommandError(f"{args.broker} is not a WebSocketBroker: {broker!r}")
+        raise CommandError(f"{args.target} is not a WebSocketBroker: {broker!r}")
     if args.workers < 1 or args.max_async_tasks < 1:
         raise CommandError("--workers and --max-async-tasks must be at least 1")
     secret = _secret(args)
