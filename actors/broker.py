@@ -35,6 +35,7 @@ from .protocol import (
     GetResult,
     Inspect,
     LiveTask,
+    NodeLost,
     Run,
     RunEnded,
     Runs,
@@ -70,6 +71,7 @@ def unique_key(task_name: str, arguments: bytes) -> str:
 @attrs.define(eq=False)
 class _WorkerSlot:
     ref: ActorRef[WorkerRequest]
+    node: str
     capacity: int
     incarnation: int
     tasks: frozenset[str]
@@ -109,9 +111,12 @@ class BrokerActor(Actor[BrokerRequest]):
         self.encode_with = encode_with
         self._rearm = trio.Event()
         self._armed_for: float | None = None
+        self._watched: set[str] = set()
 
     async def started(self) -> None:
         self.nursery.start_soon(self._timer)
+        for slot in self.state.workers.values():
+            self._watch(slot.node)
         # Tasks handed to workers of a previous incarnation stay RUNNING; workers
         # report their end to whichever broker instance is alive then.
 
@@ -125,6 +130,8 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._finished(message)
         elif isinstance(message, Tick):
             await self._tick()
+        elif isinstance(message, NodeLost):
+            self._node_lost(message.node)
         elif isinstance(message, WorkerReady):
             await self._worker_ready(message)
         elif isinstance(message, Abort):
@@ -233,8 +240,9 @@ class BrokerActor(Actor[BrokerRequest]):
         previous = self.state.workers.get(message.worker_id)
         worker = self.node.ref(message.actor, node=message.node)
         self.state.workers[message.worker_id] = _WorkerSlot(
-            worker, message.capacity, message.incarnation, frozenset(message.tasks)
+            worker, message.node, message.capacity, message.incarnation, frozenset(message.tasks)
         )
+        self._watch(message.node)
         if previous is not None:
             # The worker restarted: what it was running is delivered again, unless it
             # was being aborted (its cancel may have been lost with the old worker).
@@ -285,6 +293,22 @@ class BrokerActor(Actor[BrokerRequest]):
             except ActorError:  # its node is gone: its runs go to the others
                 self._lost_worker(worker_id)
 
+    def _watch(self, node: str) -> None:
+        """Learn when the link to a worker's node goes (not for workers on this node)."""
+        if node != self.node.name and node not in self._watched:
+            self._watched.add(node)
+            self.nursery.start_soon(self._watch_node, node)
+
+    async def _watch_node(self, node: str) -> None:
+        await self.node.wait_for_peer_lost(node, timeout=math.inf)
+        await self.ref.tell(NodeLost(node))
+
+    def _node_lost(self, node: str) -> None:
+        self._watched.discard(node)
+        lost = [worker_id for worker_id, slot in self.state.workers.items() if slot.node == node]
+        for worker_id in lost:
+            self._lost_worker(worker_id)
+
     def _lost_worker(self, worker_id: str) -> None:
         slot = self.state.workers.pop(worker_id)
         now = trio.current_time()
@@ -298,11 +322,15 @@ class BrokerActor(Actor[BrokerRequest]):
         for ended in message.runs:
             if slot is not None:
                 slot.running.discard(ended.task_id)
-            await self._run_ended(ended)
+            await self._run_ended(ended, message.worker_id)
 
-    async def _run_ended(self, ended: RunEnded) -> None:
+    async def _run_ended(self, ended: RunEnded, worker_id: str | None = None) -> None:
+        """``worker_id``: who reports it; a late report of a run since handed to another
+        worker (its first one was presumed lost) is ignored."""
         record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
+            return
+        if worker_id is not None and record.worker_id != worker_id:
             return
         aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
         if ended.outcome == "again" and aborts is None:

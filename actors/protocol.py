@@ -39,6 +39,7 @@ __all__ = [
     "IsReady",
     "LiveTask",
     "NoResult",
+    "NodeLost",
     "Run",
     "RunEnded",
     "Runs",
@@ -138,6 +139,13 @@ class Tick:
 
 
 @attrs.define
+class NodeLost:
+    """The link to this worker node is gone: its workers' runs go to the others."""
+
+    node: str
+
+
+@attrs.define
 class Abort:
     """Abort a task; the reply is True once it is removed or its run was cancelled."""
 
@@ -183,7 +191,9 @@ class Drain:
     """The reply comes once no task kicked so far is still live."""
 
 
-BrokerRequest = Enqueue | WorkerReady | Finished | Tick | Abort | Inspect | Status | Drain
+BrokerRequest = (
+    Enqueue | WorkerReady | Finished | Tick | NodeLost | Abort | Inspect | Status | Drain
+)
 
 # To a worker ---------------------------------------------------------------------------
 
@@ -304,7 +314,7 @@ StoreRequest = (
 #: Every class above under a tag that does not depend on this module's path.
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
-    Enqueue, WorkerReady, RunEnded, Finished, Tick, Abort, Inspect, Status, Drain,
+    Enqueue, WorkerReady, RunEnded, Finished, Tick, NodeLost, Abort, Inspect, Status, Drain,
     Run, Runs, CancelRun,
     StoreResult, CopyResult, WaitResult, StopWaiting, GetResult, IsReady, SetProgress,
     GetProgress,

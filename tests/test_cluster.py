@@ -146,3 +146,28 @@ async def test_each_side_fires_its_own_events() -> None:
         ("client", TaskiqEvents.CLIENT_SHUTDOWN),
         ("worker", TaskiqEvents.WORKER_SHUTDOWN),
     ]
+
+
+async def test_the_runs_of_a_worker_node_that_goes_away_go_to_another() -> None:
+    runs: list[int] = []
+
+    async with open_hub("local://") as hub:
+        assert hub.address is not None
+        broker = WebSocketBroker(hub.address)
+
+        @broker.task
+        async def job() -> str:
+            runs.append(len(runs))
+            if len(runs) == 1:
+                await trio.sleep_forever()  # its node goes away meanwhile
+            return "done"
+
+        async with broker:
+            with trio.fail_after(10):
+                async with open_worker_node(broker):
+                    handle = await job.kiq()
+                    while not runs:
+                        await trio.sleep(0.01)
+                async with open_worker_node(broker):
+                    result = await handle.wait_result()
+    assert result.return_value == "done" and result.tries == 2

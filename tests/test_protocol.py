@@ -13,6 +13,7 @@ import trio.testing
 
 from actors import InMemoryBroker, Node, TaskAbortedError, TaskiqMessage
 from actors.broker import BrokerActor, BrokerState
+from actors.lifecycle import TaskStatus
 from actors.protocol import (
     Abort,
     CancelRun,
@@ -22,6 +23,8 @@ from actors.protocol import (
     Run,
     RunEnded,
     Runs,
+    Status,
+    StatusReply,
     WorkerReady,
 )
 from actors.result import TaskiqResult, utc_now
@@ -191,3 +194,18 @@ async def test_a_run_that_ends_asking_to_run_again_after_a_told_abort_ends_abort
     assert [type(message) for message in told] == [Runs, CancelRun]  # not handed out again
     result = await broker_setup.broker.result_backend.get_result("a")
     assert isinstance(result.error, TaskAbortedError)
+
+
+async def test_a_late_report_from_a_worker_the_run_was_taken_from_is_ignored(
+    broker_setup: BrokerSetup,
+) -> None:
+    told, actor = broker_setup.told, broker_setup.actor
+    await broker_setup.kick("a")
+    await trio.testing.wait_all_tasks_blocked()
+    assert [run.message.task_id for run in told[0].runs] == ["a"]  # handed to "w"
+    await actor.tell(Finished("presumed-dead", [RunEnded("a", "done")]))
+    await trio.testing.wait_all_tasks_blocked()
+    assert await actor.ask(Status("a")) == StatusReply(TaskStatus.RUNNING)
+    await actor.tell(Finished("w", [RunEnded("a", "done")]))
+    await trio.testing.wait_all_tasks_blocked()
+    assert await actor.ask(Status("a")) == StatusReply(None)  # ended
