@@ -52,7 +52,7 @@ from .protocol import (
 from .result import TaskiqMessage, TaskiqResult, result_to_wire, utc_now
 from .results import open_result
 from .roles import Broker
-from .runtime import Actor, ActorRef
+from .runtime import Actor, ActorError, ActorRef
 from .runtime.contexts import in_context
 
 if TYPE_CHECKING:
@@ -159,11 +159,13 @@ class WorkerActor(Actor[WorkerRequest]):
         self.nursery.start_soon(self._reporter)
         ref = self.ref
         tasks = list(self.broker.get_all_tasks())
-        await self.broker_ref.tell(
-            WorkerReady(
-                ref.node_name, ref.name, self.worker_id, self.capacity, self.incarnation, tasks
-            )
+        ready = WorkerReady(
+            ref.node_name, ref.name, self.worker_id, self.capacity, self.incarnation, tasks
         )
+        try:
+            await self.broker_ref.tell(ready)
+        except ActorError as exc:  # a remote broker's link is down: its node restarts us
+            log.warning("worker %s could not announce itself: %s", self.worker_id, exc)
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Runs):

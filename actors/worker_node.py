@@ -10,6 +10,7 @@ store encoded with the broker's serializer.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -66,8 +67,9 @@ async def open_worker_node(
             stack.push_async_callback(broker._fire, [TaskiqEvents.WORKER_SHUTDOWN])
         else:
             await stack.enter_async_context(broker.attach(node, worker=True))
-        hub_broker = node.ref(BROKER_ACTOR, node=broker.hub)
-        store = node.ref(STORE_ACTOR, node=broker.hub)
+        hub = broker.hub
+        hub_broker = node.ref(BROKER_ACTOR, node=hub)
+        store = node.ref(STORE_ACTOR, node=hub)
         sync_threads = SyncThreads(sync_tasks_pool_size)
 
         def worker(index: int) -> Callable[[], WorkerActor]:
@@ -82,7 +84,24 @@ async def open_worker_node(
             )
 
         children = [ChildSpec(f"taskq.worker-{i}", worker(i)) for i in range(workers)]
-        await node.spawn_supervisor(
-            lambda: Supervisor(children, max_restarts=10, within=5.0), name="taskq.workers"
-        )
-        yield node
+
+        async def start_workers() -> None:
+            await node.spawn_supervisor(
+                lambda: Supervisor(children, max_restarts=10, within=5.0), name="taskq.workers"
+            )
+
+        async def restart_workers_on_relink() -> None:
+            """The hub puts back the runs of a worker node whose link went, so they are
+            cancelled here, and the workers start afresh (and announce themselves) once
+            the link is back."""
+            while True:
+                await node.wait_for_peer_lost(hub, timeout=math.inf)
+                await node.root.stop_child("taskq.workers")
+                await node.wait_for_peer(hub, timeout=math.inf)
+                await start_workers()
+
+        await start_workers()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(restart_workers_on_relink)
+            yield node
+            nursery.cancel_scope.cancel()

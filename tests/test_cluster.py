@@ -171,3 +171,32 @@ async def test_the_runs_of_a_worker_node_that_goes_away_go_to_another() -> None:
                 async with open_worker_node(broker):
                     result = await handle.wait_result()
     assert result.return_value == "done" and result.tries == 2
+
+
+async def test_workers_and_clients_come_back_to_a_restarted_hub(autojump_clock: Any) -> None:
+    address = "local://hub-that-restarts"
+
+    async def hub_until(stop: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
+        with stop:
+            async with open_hub(address):
+                task_status.started()
+                await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+        await nursery.start(hub_until, first)
+        broker = WebSocketBroker(address)
+
+        @broker.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        async with broker, open_worker_node(broker):
+            with trio.fail_after(30):
+                assert await (await add.kiq(1, 2)) == 3
+                first.cancel()
+                assert broker.node is not None
+                await broker.node.wait_for_peer_lost("hub")
+                await nursery.start(hub_until, trio.CancelScope())
+                assert await (await add.kiq(2, 3)) == 5
+        nursery.cancel_scope.cancel()
