@@ -9,11 +9,13 @@ run on worker nodes (:mod:`actors.worker_node`) that import the same broker obje
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import ssl
 import uuid
 from typing import Any, Self
 
+import attrs
 import trio
 
 from .client import ActorBroker
@@ -25,6 +27,18 @@ from .result import TaskiqResult
 from .runtime import Node
 
 __all__ = ["WebSocketBroker"]
+
+_TIMES = (datetime.timedelta, datetime.date)
+
+
+def _plain(value: Any) -> Any:
+    """A label value as data that crosses a link and that the label readers accept:
+    seconds for a timedelta, ISO text for a date or datetime (naive means UTC)."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
 
 
 class WebSocketBroker(ActorBroker):
@@ -104,6 +118,9 @@ class WebSocketBroker(ActorBroker):
         return False
 
     async def kick(self, message: BrokerMessage) -> str:
+        labels = message.labels
+        if any(isinstance(value, _TIMES) for value in labels.values()):
+            message = attrs.evolve(message, labels={k: _plain(v) for k, v in labels.items()})
         if not await self._linked():
             raise SendTaskError(
                 f"task {message.task_id} was not sent: no link to the hub at {self.url} "

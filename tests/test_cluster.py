@@ -8,6 +8,7 @@ fires which events, and runtime errors turned into taskiq's at the client.
 from __future__ import annotations
 
 import datetime
+import uuid
 from typing import Any
 
 import pytest
@@ -79,7 +80,7 @@ async def test_a_kick_that_cannot_cross_the_link_is_a_send_task_error(
     async def add(a: int, b: int) -> int:
         return a + b
 
-    kicker = add.kicker().with_labels(note=datetime.timedelta(seconds=1))
+    kicker = add.kicker().with_labels(note=uuid.uuid4())  # JSON has it, msgpack not
     if topology == "inprocess":
         assert await (await kicker.kiq(1, 2)) == 3
         return
@@ -200,3 +201,21 @@ async def test_workers_and_clients_come_back_to_a_restarted_hub(autojump_clock: 
                 await nursery.start(hub_until, trio.CancelScope())
                 assert await (await add.kiq(2, 3)) == 5
         nursery.cancel_scope.cancel()
+
+
+async def test_time_labels_cross_a_link_as_plain_data(
+    broker: ActorBroker, autojump_clock: Any
+) -> None:
+    @broker.task
+    async def job() -> str:
+        return "ran"
+
+    kicker = job.kicker().with_labels(
+        delay=datetime.timedelta(seconds=5), ttl=datetime.timedelta(hours=1)
+    )
+    begin = trio.current_time()
+    handle = await kicker.kiq()
+    assert await handle == "ran"
+    assert trio.current_time() - begin == pytest.approx(5)
+    at = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    assert await (await job.kicker().with_labels(eta=at).kiq()) == "ran"

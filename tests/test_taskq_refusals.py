@@ -33,8 +33,6 @@ from actors.exceptions import RemoteTaskError
 from actors.protocol import BrokerMessage
 from actors.results import ResultStore
 
-from .conftest import cluster_xfail
-
 
 class Custom(BaseException):
     """A task's own BaseException subclass."""
@@ -97,13 +95,8 @@ def test_the_decorator_refuses_a_bad_label_naming_it(label: str, value: Any) -> 
 
 
 async def test_good_label_spellings_are_accepted(
-    broker: InMemoryBroker, autojump_clock: Any, request: pytest.FixtureRequest
+    broker: InMemoryBroker, autojump_clock: Any
 ) -> None:
-    cluster_xfail(
-        request,
-        "labels holding a timedelta or datetime cannot cross a link (kiq raises "
-        "SendTaskError); kiq should turn them into plain data first",
-    )
 
     @broker.task(ttl=datetime.timedelta(hours=1), priority="3", max_tries=2.0, timeout="5")
     async def job() -> str:
