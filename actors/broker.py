@@ -47,6 +47,7 @@ from .protocol import (
     Tick,
     WorkerReady,
     WorkerRequest,
+    WorkerTasks,
 )
 from .queue import TaskQueue, TaskRecord
 from .result import TaskiqResult, result_to_wire
@@ -74,7 +75,7 @@ class _WorkerSlot:
     node: str
     capacity: int
     incarnation: int
-    tasks: frozenset[str]
+    tasks: frozenset[str] | None  # None: every task (a worker of this process's broker)
     running: set[str] = attrs.field(factory=set)
 
 
@@ -134,6 +135,10 @@ class BrokerActor(Actor[BrokerRequest]):
             self._node_lost(message.node)
         elif isinstance(message, WorkerReady):
             await self._worker_ready(message)
+        elif isinstance(message, WorkerTasks):
+            slot = self.state.workers.get(message.worker_id)
+            if slot is not None and slot.tasks is not None:
+                slot.tasks = frozenset(message.tasks)
         elif isinstance(message, Abort):
             answer = await self._abort(message.task_id)
         elif isinstance(message, Inspect):
@@ -239,8 +244,13 @@ class BrokerActor(Actor[BrokerRequest]):
     async def _worker_ready(self, message: WorkerReady) -> None:
         previous = self.state.workers.get(message.worker_id)
         worker = self.node.ref(message.actor, node=message.node)
+        local = message.node == self.node.name
         self.state.workers[message.worker_id] = _WorkerSlot(
-            worker, message.node, message.capacity, message.incarnation, frozenset(message.tasks)
+            worker,
+            message.node,
+            message.capacity,
+            message.incarnation,
+            None if local else frozenset(message.tasks),
         )
         self._watch(message.node)
         if previous is not None:
@@ -256,30 +266,42 @@ class BrokerActor(Actor[BrokerRequest]):
                 else:
                     self.queue.place(record, now)
 
-    def _free_worker(self) -> tuple[str, _WorkerSlot] | None:
-        """The worker with the most free credit; None while every worker is full."""
+    def _free_worker(self, task_name: str | None = None) -> tuple[str, _WorkerSlot] | None:
+        """The worker with the most free credit (that has ``task_name``, if given); None
+        while every such worker is full."""
         best: tuple[str, _WorkerSlot] | None = None
         most = 0
         for item in self.state.workers.items():
-            free = item[1].capacity - len(item[1].running)
-            if free > most:
+            slot = item[1]
+            free = slot.capacity - len(slot.running)
+            if free > most and (task_name is None or slot.tasks is None or task_name in slot.tasks):
                 best, most = item, free
         return best
 
     async def _dispatch(self) -> None:
-        """Hand ready tasks to workers with room, each worker's share in one message."""
+        """Hand ready tasks to workers with room, each worker's share in one message.
+
+        A task goes only to a worker that has its name; one that no worker with room
+        has stays queued, in its place."""
         queue = self.queue
         handed: dict[str, list[Run]] = {}
+        unplaced: list[TaskRecord] = []
         while queue.has_ready():
             free = self._free_worker()
             if free is None:
                 break
-            worker_id, slot = free
             record = queue.pop_ready()
             assert record is not None
             if record.expire_at is not None and record.expire_at <= trio.current_time():
                 await self._end(record, Phase.EXPIRED, TaskExpiredError(self._late(record)))
                 continue
+            tasks = free[1].tasks
+            if tasks is not None and record.message.task_name not in tasks:
+                free = self._free_worker(record.message.task_name)
+                if free is None:
+                    unplaced.append(record)
+                    continue
+            worker_id, slot = free
             record.move(Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
@@ -292,6 +314,8 @@ class BrokerActor(Actor[BrokerRequest]):
                 await slot.ref.tell(Runs(runs, slot.incarnation))
             except ActorError:  # its node is gone: its runs go to the others
                 self._lost_worker(worker_id)
+        for record in unplaced:
+            queue.put_back(record)
 
     def _watch(self, node: str) -> None:
         """Learn when the link to a worker's node goes (not for workers on this node)."""

@@ -68,6 +68,8 @@ class AsyncBroker(Service):
         self.event_handlers: dict[TaskiqEvents, list[EventHandler]] = collections.defaultdict(list)
         self.dependency_context: dict[Any, Any] = {}
         self.tasks: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
+        #: Called after each task registration (a worker node tells its hub).
+        self.task_listeners: list[Callable[[], None]] = []
         self.cast_types = True
         self.propagate_exceptions = True
         self.is_worker_process = True
@@ -165,6 +167,8 @@ class AsyncBroker(Service):
             self, name, func, labels
         )
         self.tasks[name] = task
+        for listener in self.task_listeners:
+            listener()
         return task
 
     def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
@@ -177,6 +181,10 @@ class AsyncBroker(Service):
 
     def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]:
         return dict(self.tasks)
+
+    def task_names(self) -> list[str]:
+        """The names :meth:`find_task` finds: this broker's tasks and the shared ones."""
+        return [*self.tasks, *async_shared_broker.tasks]
 
     # Lifecycle (startup/shutdown and ``async with`` come from Service) ------------------
 

@@ -54,6 +54,7 @@ __all__ = [
     "WaitResult",
     "WorkerReady",
     "WorkerRequest",
+    "WorkerTasks",
 ]
 
 
@@ -109,6 +110,14 @@ class WorkerReady:
     capacity: int
     incarnation: int
     tasks: list[str] = attrs.field(factory=list)
+
+
+@attrs.define
+class WorkerTasks:
+    """The task names this worker can run now (tasks registered after it started)."""
+
+    worker_id: str
+    tasks: list[str]
 
 
 @attrs.define
@@ -192,7 +201,16 @@ class Drain:
 
 
 BrokerRequest = (
-    Enqueue | WorkerReady | Finished | Tick | NodeLost | Abort | Inspect | Status | Drain
+    Enqueue
+    | WorkerReady
+    | WorkerTasks
+    | Finished
+    | Tick
+    | NodeLost
+    | Abort
+    | Inspect
+    | Status
+    | Drain
 )
 
 # To a worker ---------------------------------------------------------------------------
@@ -314,7 +332,8 @@ StoreRequest = (
 #: Every class above under a tag that does not depend on this module's path.
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
-    Enqueue, WorkerReady, RunEnded, Finished, Tick, NodeLost, Abort, Inspect, Status, Drain,
+    Enqueue, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost, Abort, Inspect,
+    Status, Drain,
     Run, Runs, CancelRun,
     StoreResult, CopyResult, WaitResult, StopWaiting, GetResult, IsReady, SetProgress,
     GetProgress,

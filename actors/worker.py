@@ -79,7 +79,7 @@ class TaskHost(Broker, Protocol):
 
     def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None: ...
 
-    def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]: ...
+    def task_names(self) -> list[str]: ...
 
 
 _incarnations = itertools.count(1)
@@ -158,7 +158,7 @@ class WorkerActor(Actor[WorkerRequest]):
             self.nursery.start_soon(self._runner)
         self.nursery.start_soon(self._reporter)
         ref = self.ref
-        tasks = list(self.broker.get_all_tasks())
+        tasks = self.broker.task_names()
         ready = WorkerReady(
             ref.node_name, ref.name, self.worker_id, self.capacity, self.incarnation, tasks
         )

@@ -19,8 +19,10 @@ import trio
 
 from .events import TaskiqEvents
 from .exceptions import BrokerError
+from .facade import async_shared_broker
 from .hub import BROKER_ACTOR, STORE_ACTOR, transport_for
-from .runtime import ChildSpec, Node, Supervisor
+from .protocol import WorkerTasks
+from .runtime import ActorError, ChildSpec, Node, Supervisor
 from .websocket_broker import WebSocketBroker
 from .worker import SyncThreads, WorkerActor
 
@@ -71,13 +73,14 @@ async def open_worker_node(
         hub_broker = node.ref(BROKER_ACTOR, node=hub)
         store = node.ref(STORE_ACTOR, node=hub)
         sync_threads = SyncThreads(sync_tasks_pool_size)
+        worker_ids = [f"{name}.worker-{i}" for i in range(workers)]
 
         def worker(index: int) -> Callable[[], WorkerActor]:
             return lambda: WorkerActor(
                 broker,
                 hub_broker,
                 store,
-                f"{name}.worker-{index}",
+                worker_ids[index],
                 max_async_tasks,
                 sync_threads,
                 encode_results=True,
@@ -100,8 +103,29 @@ async def open_worker_node(
                 await node.wait_for_peer(hub, timeout=math.inf)
                 await start_workers()
 
+        registered = trio.Event()
+
+        def on_task_registered() -> None:
+            registered.set()
+
+        async def announce_new_tasks() -> None:
+            """Tasks registered after the workers started: tell the hub (it hands a task
+            only to a worker that has its name)."""
+            nonlocal registered
+            while True:
+                await registered.wait()
+                registered = trio.Event()
+                for worker_id in worker_ids:
+                    with contextlib.suppress(ActorError):  # relinking workers announce all
+                        await hub_broker.tell(WorkerTasks(worker_id, broker.task_names()))
+
+        listeners = (broker.task_listeners, async_shared_broker.task_listeners)
+        for listening in listeners:
+            listening.append(on_task_registered)
+            stack.callback(listening.remove, on_task_registered)
         await start_workers()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(restart_workers_on_relink)
+            nursery.start_soon(announce_new_tasks)
             yield node
             nursery.cancel_scope.cancel()

@@ -22,6 +22,7 @@ from actors import (
     TaskiqEvents,
     TaskiqState,
     TaskProgress,
+    TaskStatus,
     WebSocketBroker,
 )
 from actors.client import ActorBroker
@@ -219,3 +220,30 @@ async def test_time_labels_cross_a_link_as_plain_data(
     assert trio.current_time() - begin == pytest.approx(5)
     at = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
     assert await (await job.kicker().with_labels(eta=at).kiq()) == "ran"
+
+
+async def test_a_task_goes_only_to_a_worker_that_has_it() -> None:
+    """Until a worker with its name joins, it stays queued; other tasks go past it."""
+
+    def broker_with(url: str, *names: str) -> WebSocketBroker:
+        broker = WebSocketBroker(url)
+        for name in names:
+
+            async def run(name: str = name) -> str:
+                return f"{name} ran"
+
+            broker.register_task(run, name)
+        return broker
+
+    async with open_hub("local://") as hub:
+        assert hub.address is not None
+        client = broker_with(hub.address, "common", "rare")
+        async with client, open_worker_node(broker_with(hub.address, "common")):
+            common, rare = client.find_task("common"), client.find_task("rare")
+            assert common is not None and rare is not None
+            with trio.fail_after(10):
+                waiting = await rare.kiq()
+                assert await (await common.kiq()) == "common ran"
+                assert await waiting.status() is TaskStatus.QUEUED
+                async with open_worker_node(broker_with(hub.address, "rare")):
+                    assert await waiting == "rare ran"

@@ -40,6 +40,7 @@ from actors.protocol import (
     Tick,
     WaitResult,
     WorkerReady,
+    WorkerTasks,
 )
 from actors.result import TaskiqResult, TaskProgress, result_to_wire
 from actors.results import open_result
@@ -52,6 +53,7 @@ SAMPLES: list[Any] = [
     KICKED,
     Enqueue(KICKED),
     WorkerReady("worker-1", "taskq.worker-0", "w0", 30, 2, ["tasks:add"]),
+    WorkerTasks("w0", ["tasks:add", "tasks:mul"]),
     RunEnded("t1", "again", delay=1.5, labels={"x": 1}),
     Finished("w0", [RunEnded("t1", "done", is_err=True), RunEnded("t2", "aborted")]),
     Tick(),
