@@ -8,7 +8,10 @@ fires which events, and runtime errors turned into taskiq's at the client.
 from __future__ import annotations
 
 import datetime
+import ssl
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ import trio
 import trio.lowlevel
 
 from actors import (
+    AsyncTaskiqDecoratedTask,
     Context,
     SendTaskError,
     TaskiqDepends,
@@ -36,14 +40,23 @@ class Boom(Exception):
     """A task's own error, importable on the client."""
 
 
+def with_add(
+    url: str, **options: Any
+) -> tuple[WebSocketBroker, AsyncTaskiqDecoratedTask[..., int]]:
+    """A client for the hub at ``url`` and its task ``add``."""
+    broker = WebSocketBroker(url, **options)
+
+    @broker.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    return broker, add
+
+
 async def test_kiq_and_wait_result_over_real_websockets() -> None:
     async with open_hub("ws://127.0.0.1:0", secret=SECRET) as hub:
         assert hub.address is not None and hub.address.startswith("ws://127.0.0.1:")
-        broker = WebSocketBroker(hub.address, secret=SECRET)
-
-        @broker.task
-        async def add(a: int, b: int) -> int:
-            return a + b
+        broker, add = with_add(hub.address, secret=SECRET)
 
         @broker.task
         async def fails() -> None:
@@ -63,11 +76,7 @@ async def test_kiq_and_wait_result_over_real_websockets() -> None:
 async def test_a_wrong_secret_is_a_send_task_error_at_kiq_within_its_timeout() -> None:
     async with open_hub("ws://127.0.0.1:0", secret=SECRET) as hub:
         assert hub.address is not None
-        broker = WebSocketBroker(hub.address, secret="not the secret", connect_timeout=1.0)
-
-        @broker.task
-        async def add(a: int, b: int) -> int:
-            return a + b
+        broker, add = with_add(hub.address, secret="not the secret", connect_timeout=1.0)
 
         async with broker:
             with trio.fail_after(20), pytest.raises(SendTaskError, match="secret"):
@@ -187,11 +196,7 @@ async def test_workers_and_clients_come_back_to_a_restarted_hub(autojump_clock: 
     async with trio.open_nursery() as nursery:
         first = trio.CancelScope()
         await nursery.start(hub_until, first)
-        broker = WebSocketBroker(address)
-
-        @broker.task
-        async def add(a: int, b: int) -> int:
-            return a + b
+        broker, add = with_add(address)
 
         async with broker, open_worker_node(broker):
             with trio.fail_after(30):
@@ -247,3 +252,33 @@ async def test_a_task_goes_only_to_a_worker_that_has_it() -> None:
                 assert await waiting.status() is TaskStatus.QUEUED
                 async with open_worker_node(broker_with(hub.address, "rare")):
                     assert await waiting == "rare ran"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-nodes", "-days", "1"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-keyout", str(key), "-out", str(cert)),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_kiq_and_wait_result_over_wss(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    async with open_hub("wss://127.0.0.1:0", secret=SECRET, ssl_context=server) as hub:
+        assert hub.address is not None and hub.address.startswith("wss://")
+        broker, add = with_add(hub.address, secret=SECRET, ssl_context=client_tls)
+
+        async with broker, open_worker_node(broker):
+            with trio.fail_after(30):
+                assert await (await add.kiq(20, 22)) == 42
