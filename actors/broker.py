@@ -25,6 +25,7 @@ from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
 from .lifecycle import Phase
 from .protocol import (
     Abort,
+    Accepted,
     BrokerMessage,
     BrokerRequest,
     CancelRun,
@@ -34,6 +35,7 @@ from .protocol import (
     Finished,
     GetResult,
     Inspect,
+    Kick,
     LiveTask,
     NodeLost,
     Run,
@@ -113,6 +115,7 @@ class BrokerActor(Actor[BrokerRequest]):
         self._rearm = trio.Event()
         self._armed_for: float | None = None
         self._watched: set[str] = set()
+        self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
 
     async def started(self) -> None:
         self.nursery.start_soon(self._timer)
@@ -129,6 +132,14 @@ class BrokerActor(Actor[BrokerRequest]):
                 await self._dispatch()  # a task kicked while a worker has room starts first
         elif isinstance(message, Finished):
             await self._finished(message)
+        elif isinstance(message, Kick):
+            task_id = message.message.task_id
+            queue = self.queue
+            if not message.resend or (
+                queue.live(task_id) is None and task_id not in queue.finished
+            ):
+                await self._enqueue(message.message)
+            self._accepted.setdefault((message.ack_node, message.ack_actor), []).append(task_id)
         elif isinstance(message, Tick):
             await self._tick()
         elif isinstance(message, NodeLost):
@@ -155,6 +166,8 @@ class BrokerActor(Actor[BrokerRequest]):
         priorities waiting), re-arm the timer, and tell ``wait_all`` callers once nothing
         is left."""
         await self._dispatch()
+        if self._accepted:
+            await self._acknowledge()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and self.state.drains:
@@ -316,6 +329,13 @@ class BrokerActor(Actor[BrokerRequest]):
                 self._lost_worker(worker_id)
         for record in unplaced:
             queue.put_back(record)
+
+    async def _acknowledge(self) -> None:
+        """Tell each client which of its kicks this batch accepted, in one message."""
+        accepted, self._accepted = self._accepted, {}
+        for (node, actor), task_ids in accepted.items():
+            with contextlib.suppress(ActorError):  # gone: it resends what it kept
+                await self.node.ref(actor, node=node).tell(Accepted(task_ids))
 
     def _watch(self, node: str) -> None:
         """Learn when the link to a worker's node goes (not for workers on this node)."""

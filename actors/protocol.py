@@ -25,6 +25,7 @@ from .result import TaskiqResult, TaskProgress
 
 __all__ = [
     "Abort",
+    "Accepted",
     "BrokerMessage",
     "BrokerRequest",
     "CancelRun",
@@ -37,6 +38,7 @@ __all__ = [
     "GetResult",
     "Inspect",
     "IsReady",
+    "Kick",
     "LiveTask",
     "NoResult",
     "NodeLost",
@@ -96,6 +98,25 @@ class Enqueue:
     """Accept a task. As an ask, the reply is the id of the live task (unique/idempotent)."""
 
     message: BrokerMessage
+
+
+@attrs.define
+class Kick:
+    """``Enqueue`` from another node, acknowledged: the hub tells ``Accepted`` to the
+    actor ``ack_actor`` on node ``ack_node`` (batched). ``resend``: sent again after a
+    reconnect, so the hub drops it if it has that task id, live or recently ended."""
+
+    message: BrokerMessage
+    ack_node: str
+    ack_actor: str
+    resend: bool = False
+
+
+@attrs.define
+class Accepted:
+    """The hub has these kicked task ids (the client may forget them)."""
+
+    task_ids: list[str]
 
 
 @attrs.define
@@ -202,6 +223,7 @@ class Drain:
 
 BrokerRequest = (
     Enqueue
+    | Kick
     | WorkerReady
     | WorkerTasks
     | Finished
@@ -332,8 +354,8 @@ StoreRequest = (
 #: Every class above under a tag that does not depend on this module's path.
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
-    Enqueue, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost, Abort, Inspect,
-    Status, Drain,
+    Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
+    Abort, Inspect, Status, Drain,
     Run, Runs, CancelRun,
     StoreResult, CopyResult, WaitResult, StopWaiting, GetResult, IsReady, SetProgress,
     GetProgress,

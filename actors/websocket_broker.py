@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import math
 import ssl
 import uuid
@@ -22,11 +23,17 @@ from .client import ActorBroker
 from .events import TaskiqEvents
 from .exceptions import SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
-from .protocol import BrokerMessage
+from .protocol import Accepted, BrokerMessage, Kick
 from .result import TaskiqResult
-from .runtime import Node
+from .runtime import Actor, ActorError, Node
+from .wire import WireError
 
-__all__ = ["WebSocketBroker"]
+__all__ = ["ACKS_ACTOR", "WebSocketBroker"]
+
+log = logging.getLogger("actors.websocket_broker")
+
+#: The client's actor the hub acknowledges kicks to (a random suffix per start).
+ACKS_ACTOR = "taskq.acks"
 
 _TIMES = (datetime.timedelta, datetime.date)
 
@@ -60,6 +67,7 @@ class WebSocketBroker(ActorBroker):
         secret: bytes | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 10.0,
+        hand_over_timeout: float = 10.0,
         hub: str = HUB_NODE,
     ) -> None:
         super().__init__()
@@ -67,10 +75,14 @@ class WebSocketBroker(ActorBroker):
         self.secret = secret
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
+        self.hand_over_timeout = hand_over_timeout
         self.hub = hub
         self._node: Node | None = None
         self._attached: Node | None = None
         self._as_worker = False
+        #: Kicks the hub has not acknowledged yet, oldest first: resent after a reconnect.
+        self._unacked: dict[str, BrokerMessage] = {}
+        self._all_acked = trio.Event()
 
     def attach(self, node: Node, *, worker: bool = False) -> Self:
         """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
@@ -102,6 +114,48 @@ class WebSocketBroker(ActorBroker):
         self._broker_ref = node.ref(BROKER_ACTOR, node=self.hub)
         self._store_ref = node.ref(STORE_ACTOR, node=self.hub)
         stack.callback(self._forget_actors)
+        acks = await node.spawn(lambda: _Acks(self), name=f"{ACKS_ACTOR}-{uuid.uuid4().hex[:8]}")
+        self._ack_to = acks.name
+        stack.push_async_callback(node.root.stop_child, acks.name)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        nursery.start_soon(self._resend_after_reconnects, node)
+        stack.push_async_callback(self._hand_over)
+
+    async def _resend_after_reconnects(self, node: Node) -> None:
+        await node.wait_for_peer(self.hub, timeout=math.inf)  # kicks wait for the first
+        while True:
+            await node.wait_for_peer_lost(self.hub, timeout=math.inf)
+            await node.wait_for_peer(self.hub, timeout=math.inf)
+            broker = self._broker_ref
+            for message in list(self._unacked.values()):
+                if broker is None:
+                    return
+                try:
+                    await broker.tell(Kick(message, node.name, self._ack_to, resend=True))
+                except ActorError:
+                    break  # lost again: the next link-up resends
+
+    def _accepted(self, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            self._unacked.pop(task_id, None)
+        if not self._unacked:
+            self._all_acked.set()
+
+    async def _hand_over(self) -> None:
+        """On shutdown: wait (``hand_over_timeout`` at most) until the hub has accepted
+        every kick, and say which it has not."""
+        if self._unacked:
+            with trio.move_on_after(self.hand_over_timeout):
+                await self._all_acked.wait()
+        if self._unacked:
+            log.warning(
+                "the hub at %s did not accept %d kicked tasks: %s",
+                self.url,
+                len(self._unacked),
+                ", ".join(self._unacked),
+            )
+            self._unacked.clear()
 
     def _forget_actors(self) -> None:
         self._node = self._attached = self._broker_ref = self._store_ref = None
@@ -126,8 +180,32 @@ class WebSocketBroker(ActorBroker):
                 f"task {message.task_id} was not sent: no link to the hub at {self.url} "
                 f"within {self.connect_timeout}s (is it running, with the same secret?)"
             )
-        return await super().kick(message)
+        node, broker = self._node, self._broker_ref
+        if node is None or broker is None or message.labels.get("unique") or self.await_inplace:
+            return await super().kick(message)  # an ask: its answer is the acknowledgement
+        task_id = message.task_id
+        if not self._unacked:
+            self._all_acked = trio.Event()
+        self._unacked[task_id] = message
+        try:
+            await broker.tell(Kick(message, node.name, self._ack_to))
+        except WireError as exc:
+            self._accepted([task_id])
+            raise SendTaskError(f"task {task_id} was not accepted: {exc}") from exc
+        except ActorError:
+            pass  # the link just went: it is resent when it is back
+        return task_id
 
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
         await self._linked()  # if it is not, the store's ref says so (ResultGetError)
         return await super().wait_result(task_id)
+
+
+class _Acks(Actor[Accepted]):
+    """Takes the hub's acknowledgements of this client's kicks."""
+
+    def __init__(self, broker: WebSocketBroker) -> None:
+        self.broker = broker
+
+    async def receive(self, message: Accepted) -> None:
+        self.broker._accepted(message.task_ids)

@@ -14,23 +14,28 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
 
 from actors import (
+    Actor,
     AsyncTaskiqDecoratedTask,
     Context,
+    Node,
     SendTaskError,
     TaskiqDepends,
     TaskiqEvents,
+    TaskiqMessage,
     TaskiqState,
     TaskProgress,
     TaskStatus,
     WebSocketBroker,
 )
 from actors.client import ActorBroker
-from actors.hub import open_hub
+from actors.hub import BROKER_ACTOR, open_hub
+from actors.protocol import Kick
 from actors.worker_node import open_worker_node
 
 SECRET = "the cluster's secret"
@@ -282,3 +287,90 @@ async def test_kiq_and_wait_result_over_wss(tmp_path: Path) -> None:
         async with broker, open_worker_node(broker):
             with trio.fail_after(30):
                 assert await (await add.kiq(20, 22)) == 42
+
+
+class SilentBroker(Actor[Any]):
+    """Stands in for the hub's broker: records what it is told, acknowledges nothing."""
+
+    def __init__(self, told: list[Any]) -> None:
+        self.told = told
+
+    async def receive(self, message: Any) -> None:
+        self.told.append(message)
+
+
+async def silent_hub(
+    address: str,
+    told: list[Any],
+    scope: trio.CancelScope,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        async with Node.open("hub", listen=address) as node:
+            await node.spawn(lambda: SilentBroker(told), name=BROKER_ACTOR)
+            task_status.started()
+            await trio.sleep_forever()
+
+
+async def test_leaving_says_which_kicks_the_hub_did_not_accept(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    told: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(silent_hub, "local://silent-hub", told, trio.CancelScope())
+        broker, add = with_add("local://silent-hub", hand_over_timeout=3)
+        async with broker:
+            handle = await add.kiq(1, 2)
+            left_at = trio.current_time()
+        assert trio.current_time() - left_at == pytest.approx(3)  # it waited for the ack
+        nursery.cancel_scope.cancel()
+    assert [type(message) for message in told] == [Kick]
+    assert f"did not accept 1 kicked tasks: {handle.task_id}" in caplog.text
+
+
+async def test_kicks_not_accepted_are_sent_again_after_a_reconnect(autojump_clock: Any) -> None:
+    address = "local://hub-that-drops"
+    first: list[Any] = []
+    second: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        first_hub = trio.CancelScope()
+        await nursery.start(silent_hub, address, first, first_hub)
+        broker, add = with_add(address, hand_over_timeout=0)
+        async with broker:
+            handle = await add.kiq(1, 2)
+            with trio.fail_after(10):
+                while not first:
+                    await trio.sleep(0.01)
+                first_hub.cancel()
+                assert broker.node is not None
+                await broker.node.wait_for_peer_lost("hub")
+                await nursery.start(silent_hub, address, second, trio.CancelScope())
+                while not second:
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    [kicked], [again] = first, second
+    assert kicked.message.task_id == again.message.task_id == handle.task_id
+    assert (kicked.resend, again.resend) == (False, True)
+
+
+async def test_the_hub_drops_a_resent_kick_of_a_task_it_has_run() -> None:
+    runs: list[str] = []
+    async with open_hub("local://") as hub:
+        assert hub.address is not None
+        broker = WebSocketBroker(hub.address)
+
+        @broker.task("once")
+        async def once() -> None:
+            runs.append("ran")
+
+        async with broker, open_worker_node(broker):
+            raw = TaskiqMessage(task_id="t-1", task_name="once", labels={}, args=[], kwargs={})
+            message = broker.formatter.dumps(raw)
+            assert broker.node is not None and broker._broker_ref is not None
+            kick = Kick(message, broker.node.name, broker._ack_to)
+            with trio.fail_after(10):
+                await broker._broker_ref.tell(kick)
+                await broker.wait_result("t-1")
+                await broker._broker_ref.tell(attrs.evolve(kick, resend=True))
+                await broker.wait_all()
+    assert runs == ["ran"]

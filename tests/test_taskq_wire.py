@@ -15,6 +15,7 @@ from actors.exceptions import RemoteTaskError, ResultGetError, TaskAbortedError
 from actors.lifecycle import TaskStatus
 from actors.protocol import (
     Abort,
+    Accepted,
     BrokerMessage,
     CancelRun,
     CopyResult,
@@ -26,6 +27,7 @@ from actors.protocol import (
     GetResult,
     Inspect,
     IsReady,
+    Kick,
     LiveTask,
     NodeLost,
     NoResult,
@@ -52,6 +54,8 @@ KICKED = BrokerMessage("t1", "tasks:add", b'{"args": [1, 2]}', {"priority": 3, "
 SAMPLES: list[Any] = [
     KICKED,
     Enqueue(KICKED),
+    Kick(KICKED, "client-1", "taskq.acks-1", resend=True),
+    Accepted(["t1", "t2"]),
     WorkerReady("worker-1", "taskq.worker-0", "w0", 30, 2, ["tasks:add"]),
     WorkerTasks("w0", ["tasks:add", "tasks:mul"]),
     RunEnded("t1", "again", delay=1.5, labels={"x": 1}),
