@@ -34,7 +34,7 @@ from actors import (
     WebSocketBroker,
 )
 from actors.client import ActorBroker
-from actors.hub import BROKER_ACTOR, open_hub
+from actors.hub import BROKER_ACTOR, open_hub, serve_hub
 from actors.protocol import Kick
 from actors.worker_node import open_worker_node
 
@@ -192,11 +192,9 @@ async def test_the_runs_of_a_worker_node_that_goes_away_go_to_another() -> None:
 async def test_workers_and_clients_come_back_to_a_restarted_hub(autojump_clock: Any) -> None:
     address = "local://hub-that-restarts"
 
-    async def hub_until(stop: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
+    async def hub_until(stop: trio.CancelScope, task_status: trio.TaskStatus[Node]) -> None:
         with stop:
-            async with open_hub(address):
-                task_status.started()
-                await trio.sleep_forever()
+            await serve_hub(address, task_status=task_status)
 
     async with trio.open_nursery() as nursery:
         first = trio.CancelScope()
