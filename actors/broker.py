@@ -369,12 +369,14 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._run_ended(ended, message.worker_id)
 
     async def _run_ended(self, ended: RunEnded, worker_id: str | None = None) -> None:
-        """``worker_id``: who reports it; a late report of a run since handed to another
-        worker (its first one was presumed lost) is ignored."""
+        """``worker_id``: who reports it. A late report of an earlier delivery (one
+        presumed lost, since handed out again) is ignored."""
         record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
             return
-        if worker_id is not None and record.worker_id != worker_id:
+        if worker_id is not None and (
+            record.worker_id != worker_id or record.tries != ended.delivery
+        ):
             return
         aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
         if ended.outcome == "again" and aborts is None:

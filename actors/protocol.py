@@ -145,13 +145,15 @@ class WorkerTasks:
 class RunEnded:
     """How one run ended. ``outcome``: ``done`` (its result, if any, went to the store),
     ``again`` (requeue or retry: run the same task id again after ``delay`` with
-    ``labels``), or ``aborted``."""
+    ``labels``), or ``aborted``. ``delivery`` is the run's ``tries``: which delivery of
+    the task this was, so the broker ignores a late report of an earlier one."""
 
     task_id: str
     outcome: Literal["done", "again", "aborted"]
     is_err: bool = False
     delay: float = 0.0
     labels: dict[str, Any] | None = None
+    delivery: int = 0
 
 
 @attrs.define
@@ -240,7 +242,8 @@ BrokerRequest = (
 
 @attrs.define
 class Run:
-    """Run this task now; ``tries`` counts this delivery."""
+    """Run this task now; ``tries`` counts this delivery (and names it: see
+    :class:`RunEnded`)."""
 
     message: BrokerMessage
     tries: int

@@ -186,7 +186,7 @@ class WorkerActor(Actor[WorkerRequest]):
         for run in self._pending:
             if run.message.task_id == task_id:
                 self._pending.remove(run)
-                self._run_ended(RunEnded(task_id, "aborted"))
+                self._run_ended(RunEnded(task_id, "aborted", delivery=run.tries))
                 return
 
     async def _runner(self) -> None:
@@ -211,7 +211,7 @@ class WorkerActor(Actor[WorkerRequest]):
         if scope.cancel_called:
             self.nursery.start_soon(self._runner)
         if scope.cancelled_caught and run is not None:
-            self._run_ended(RunEnded(run.message.task_id, "aborted"))
+            self._run_ended(RunEnded(run.message.task_id, "aborted", delivery=run.tries))
 
     def _run_ended(self, ended: RunEnded) -> None:
         self._ended.append(ended)
@@ -288,7 +288,13 @@ class WorkerActor(Actor[WorkerRequest]):
         task_id = run.message.task_id
         if control.rerun is not None:
             self._run_ended(
-                RunEnded(task_id, "again", delay=control.rerun.delay, labels=control.rerun.labels)
+                RunEnded(
+                    task_id,
+                    "again",
+                    delay=control.rerun.delay,
+                    labels=control.rerun.labels,
+                    delivery=run.tries,
+                )
             )
             return
         ttl = ttl_label(run.message.labels)
@@ -299,7 +305,8 @@ class WorkerActor(Actor[WorkerRequest]):
         if result is not None:
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
-        self._run_ended(RunEnded(task_id, "done", is_err=result is None or result.is_err))
+        is_err = result is None or result.is_err
+        self._run_ended(RunEnded(task_id, "done", is_err=is_err, delivery=run.tries))
 
     def _encoded(self, result: TaskiqResult[Any]) -> EncodedResult:
         """The result as bytes for the store; a serializer failure stored in its place."""

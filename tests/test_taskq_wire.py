@@ -58,7 +58,7 @@ SAMPLES: list[Any] = [
     Accepted(["t1", "t2"]),
     WorkerReady("worker-1", "taskq.worker-0", "w0", 30, 2, ["tasks:add"]),
     WorkerTasks("w0", ["tasks:add", "tasks:mul"]),
-    RunEnded("t1", "again", delay=1.5, labels={"x": 1}),
+    RunEnded("t1", "again", delay=1.5, labels={"x": 1}, delivery=3),
     Finished("w0", [RunEnded("t1", "done", is_err=True), RunEnded("t2", "aborted")]),
     Tick(),
     NodeLost("worker-1"),
