@@ -13,6 +13,7 @@ from pathlib import Path
 import trio
 
 from actors import WebSocketBroker
+from actors.hub import open_hub
 
 from .programs import ROOT, program_env
 from .test_remote import Lines
@@ -36,9 +37,11 @@ TASKS = textwrap.dedent(
 
 
 @asynccontextmanager
-async def command(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[trio.Process, Lines]]:
-    """``actors ARGS`` in a subprocess; stopped with SIGTERM on exit, which must end it
-    with status 0."""
+async def command(
+    *args: str, env: dict[str, str], stop: bool = True
+) -> AsyncIterator[tuple[trio.Process, Lines]]:
+    """``actors ARGS`` in a subprocess; with ``stop``, stopped with SIGTERM on exit,
+    which must end it with status 0 (else killed)."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "actors.cli", *args],
         stdout=subprocess.PIPE,
@@ -48,9 +51,10 @@ async def command(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[trio.P
     assert process.stdout is not None
     try:
         yield process, Lines(process.stdout)
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            assert await process.wait() == 0
+        if stop:
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                assert await process.wait() == 0
     finally:
         with trio.CancelScope(shield=True):
             process.kill()
@@ -86,3 +90,56 @@ async def test_a_hub_and_a_worker_process_serve_a_client(tmp_path: Path) -> None
                     results = [await (await add.kiq(i, i)).wait_result() for i in range(5)]
     assert [result.return_value for result in results] == [0, 2, 4, 6, 8]
     assert all(result.worker_id and result.worker_id.startswith("worker-") for result in results)
+
+
+STALLING_TASKS = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    import trio
+
+    from actors import WebSocketBroker
+
+    broker = WebSocketBroker(os.environ["HUB_URL"])
+    MARK = Path(os.environ["MARK"])
+
+
+    @broker.task("stall_once")
+    async def stall_once() -> str:
+        if not MARK.exists():
+            MARK.write_text("started")
+            await trio.sleep_forever()  # this worker process is killed meanwhile
+        return "done"
+    """
+)
+
+
+async def test_the_runs_of_a_killed_worker_process_go_to_another(tmp_path: Path) -> None:
+    (tmp_path / "stalling_tasks.py").write_text(STALLING_TASKS)
+    mark = tmp_path / "started"
+    async with open_hub("ws://127.0.0.1:0") as hub:
+        assert hub.address is not None
+        env = program_env(tmp_path) | {"HUB_URL": hub.address, "MARK": str(mark)}
+        client = WebSocketBroker(hub.address)
+
+        @client.task("stall_once")
+        async def stall_once() -> str:
+            raise AssertionError("runs in a worker process")
+
+        async with client:
+            async with command("worker", "stalling_tasks:broker", env=env, stop=False) as (
+                first,
+                lines,
+            ):
+                with trio.fail_after(30):
+                    await lines.next()
+                    handle = await stall_once.kiq()
+                    while not mark.exists():
+                        await trio.sleep(0.05)
+                first.kill()  # SIGKILL: no goodbye on the link
+            async with command("worker", "stalling_tasks:broker", env=env) as (_, lines):
+                with trio.fail_after(30):
+                    await lines.next()
+                    result = await handle.wait_result()
+    assert result.return_value == "done" and result.tries == 2
