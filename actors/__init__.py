@@ -93,3 +93,4 @@ from .tasks import (
     TaskiqDepends as TaskiqDepends,
     gather as gather,
 )
+from .websocket_broker import WebSocketBroker as WebSocketBroker

@@ -21,32 +21,40 @@ import pendulum
 import trio
 
 from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, TaskExpiredError
-from .formatter import TaskiqFormatter
 from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
-from .lifecycle import Phase, TaskInfo
+from .lifecycle import Phase
 from .protocol import (
     Abort,
+    Accepted,
     BrokerMessage,
     BrokerRequest,
     CancelRun,
     CopyResult,
+    EncodedResult,
     Enqueue,
     Finished,
     GetResult,
     Inspect,
+    Kick,
+    LiveTask,
+    NodeLost,
     Run,
     RunEnded,
     Runs,
     Status,
+    StatusReply,
+    Stored,
     StoreRequest,
     StoreResult,
     Tick,
     WorkerReady,
     WorkerRequest,
+    WorkerTasks,
 )
 from .queue import TaskQueue, TaskRecord
-from .result import TaskiqResult
-from .runtime import Actor, ActorRef, Reply
+from .result import TaskiqResult, result_to_wire
+from .runtime import Actor, ActorError, ActorRef, Reply
+from .serializers import TaskiqSerializer
 
 __all__ = [
     "BrokerActor",
@@ -66,8 +74,10 @@ def unique_key(task_name: str, arguments: bytes) -> str:
 @attrs.define(eq=False)
 class _WorkerSlot:
     ref: ActorRef[WorkerRequest]
+    node: str
     capacity: int
     incarnation: int
+    tasks: frozenset[str] | None  # None: every task (a worker of this process's broker)
     running: set[str] = attrs.field(factory=set)
 
 
@@ -82,7 +92,11 @@ class BrokerState:
 
 
 class BrokerActor(Actor[BrokerRequest]):
-    """Queue and dispatch. Every message is handled whole before the next one."""
+    """Queue and dispatch. Every message is handled whole before the next one.
+
+    It never decodes a task's arguments. The error results it stores itself are
+    encoded with ``encode_with`` when the store keeps results encoded (on a hub),
+    and kept as they are when it is None (in process)."""
 
     mailbox_size = 4096
 
@@ -90,19 +104,23 @@ class BrokerActor(Actor[BrokerRequest]):
         self,
         state: BrokerState,
         store: ActorRef[StoreRequest],
-        formatter: TaskiqFormatter,
         wall_clock: WallClock,
+        encode_with: TaskiqSerializer | None = None,
     ) -> None:
         self.state = state
         self.queue = state.queue
         self.store = store
-        self.formatter = formatter
         self.wall_clock = wall_clock
+        self.encode_with = encode_with
         self._rearm = trio.Event()
         self._armed_for: float | None = None
+        self._watched: set[str] = set()
+        self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
 
     async def started(self) -> None:
         self.nursery.start_soon(self._timer)
+        for slot in self.state.workers.values():
+            self._watch(slot.node)
         # Tasks handed to workers of a previous incarnation stay RUNNING; workers
         # report their end to whichever broker instance is alive then.
 
@@ -114,17 +132,31 @@ class BrokerActor(Actor[BrokerRequest]):
                 await self._dispatch()  # a task kicked while a worker has room starts first
         elif isinstance(message, Finished):
             await self._finished(message)
+        elif isinstance(message, Kick):
+            task_id = message.message.task_id
+            queue = self.queue
+            if not message.resend or (
+                queue.live(task_id) is None and task_id not in queue.finished
+            ):
+                await self._enqueue(message.message)
+            self._accepted.setdefault((message.ack_node, message.ack_actor), []).append(task_id)
         elif isinstance(message, Tick):
             await self._tick()
+        elif isinstance(message, NodeLost):
+            self._node_lost(message.node)
         elif isinstance(message, WorkerReady):
             await self._worker_ready(message)
+        elif isinstance(message, WorkerTasks):
+            slot = self.state.workers.get(message.worker_id)
+            if slot is not None and slot.tasks is not None:
+                slot.tasks = frozenset(message.tasks)
         elif isinstance(message, Abort):
             answer = await self._abort(message.task_id)
         elif isinstance(message, Inspect):
             answer = self._inspect(message.task_id)
         elif isinstance(message, Status):
             record = self.queue.live(message.task_id)
-            answer = None if record is None else record.phase.status
+            answer = StatusReply(None if record is None else record.phase.status)
         else:
             self._drain()
         return answer
@@ -134,6 +166,8 @@ class BrokerActor(Actor[BrokerRequest]):
         priorities waiting), re-arm the timer, and tell ``wait_all`` callers once nothing
         is left."""
         await self._dispatch()
+        if self._accepted:
+            await self._acknowledge()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and self.state.drains:
@@ -216,15 +250,22 @@ class BrokerActor(Actor[BrokerRequest]):
 
     async def _stored_success(self, task_id: str) -> bool:
         result = await self.store.ask(GetResult(task_id))
-        return isinstance(result, TaskiqResult) and not result.is_err
+        return isinstance(result, TaskiqResult | EncodedResult) and not result.is_err
 
     # Dispatching -----------------------------------------------------------------------
 
     async def _worker_ready(self, message: WorkerReady) -> None:
         previous = self.state.workers.get(message.worker_id)
+        worker = self.node.ref(message.actor, node=message.node)
+        local = message.node == self.node.name
         self.state.workers[message.worker_id] = _WorkerSlot(
-            message.worker, message.capacity, message.incarnation
+            worker,
+            message.node,
+            message.capacity,
+            message.incarnation,
+            None if local else frozenset(message.tasks),
         )
+        self._watch(message.node)
         if previous is not None:
             # The worker restarted: what it was running is delivered again, unless it
             # was being aborted (its cancel may have been lost with the old worker).
@@ -238,30 +279,42 @@ class BrokerActor(Actor[BrokerRequest]):
                 else:
                     self.queue.place(record, now)
 
-    def _free_worker(self) -> tuple[str, _WorkerSlot] | None:
-        """The worker with the most free credit; None while every worker is full."""
+    def _free_worker(self, task_name: str | None = None) -> tuple[str, _WorkerSlot] | None:
+        """The worker with the most free credit (that has ``task_name``, if given); None
+        while every such worker is full."""
         best: tuple[str, _WorkerSlot] | None = None
         most = 0
         for item in self.state.workers.items():
-            free = item[1].capacity - len(item[1].running)
-            if free > most:
+            slot = item[1]
+            free = slot.capacity - len(slot.running)
+            if free > most and (task_name is None or slot.tasks is None or task_name in slot.tasks):
                 best, most = item, free
         return best
 
     async def _dispatch(self) -> None:
-        """Hand ready tasks to workers with room, each worker's share in one message."""
+        """Hand ready tasks to workers with room, each worker's share in one message.
+
+        A task goes only to a worker that has its name; one that no worker with room
+        has stays queued, in its place."""
         queue = self.queue
         handed: dict[str, list[Run]] = {}
+        unplaced: list[TaskRecord] = []
         while queue.has_ready():
             free = self._free_worker()
             if free is None:
                 break
-            worker_id, slot = free
             record = queue.pop_ready()
             assert record is not None
             if record.expire_at is not None and record.expire_at <= trio.current_time():
                 await self._end(record, Phase.EXPIRED, TaskExpiredError(self._late(record)))
                 continue
+            tasks = free[1].tasks
+            if tasks is not None and record.message.task_name not in tasks:
+                free = self._free_worker(record.message.task_name)
+                if free is None:
+                    unplaced.append(record)
+                    continue
+            worker_id, slot = free
             record.move(Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
@@ -270,18 +323,60 @@ class BrokerActor(Actor[BrokerRequest]):
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
             slot = self.state.workers[worker_id]
-            await slot.ref.tell(Runs(runs, slot.incarnation))
+            try:
+                await slot.ref.tell(Runs(runs, slot.incarnation))
+            except ActorError:  # its node is gone: its runs go to the others
+                self._lost_worker(worker_id)
+        for record in unplaced:
+            queue.put_back(record)
+
+    async def _acknowledge(self) -> None:
+        """Tell each client which of its kicks this batch accepted, in one message."""
+        accepted, self._accepted = self._accepted, {}
+        for (node, actor), task_ids in accepted.items():
+            with contextlib.suppress(ActorError):  # gone: it resends what it kept
+                await self.node.ref(actor, node=node).tell(Accepted(task_ids))
+
+    def _watch(self, node: str) -> None:
+        """Learn when the link to a worker's node goes (not for workers on this node)."""
+        if node != self.node.name and node not in self._watched:
+            self._watched.add(node)
+            self.nursery.start_soon(self._watch_node, node)
+
+    async def _watch_node(self, node: str) -> None:
+        await self.node.wait_for_peer_lost(node, timeout=math.inf)
+        await self.ref.tell(NodeLost(node))
+
+    def _node_lost(self, node: str) -> None:
+        self._watched.discard(node)
+        lost = [worker_id for worker_id, slot in self.state.workers.items() if slot.node == node]
+        for worker_id in lost:
+            self._lost_worker(worker_id)
+
+    def _lost_worker(self, worker_id: str) -> None:
+        slot = self.state.workers.pop(worker_id)
+        now = trio.current_time()
+        for task_id in slot.running:
+            record = self.queue.live(task_id)
+            if record is not None and record.phase is Phase.RUNNING:
+                self.queue.place(record, now)
 
     async def _finished(self, message: Finished) -> None:
         slot = self.state.workers.get(message.worker_id)
         for ended in message.runs:
             if slot is not None:
                 slot.running.discard(ended.task_id)
-            await self._run_ended(ended)
+            await self._run_ended(ended, message.worker_id)
 
-    async def _run_ended(self, ended: RunEnded) -> None:
+    async def _run_ended(self, ended: RunEnded, worker_id: str | None = None) -> None:
+        """``worker_id``: who reports it. A late report of an earlier delivery (one
+        presumed lost, since handed out again) is ignored."""
         record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
+            return
+        if worker_id is not None and (
+            record.worker_id != worker_id or record.tries != ended.delivery
+        ):
             return
         aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
         if ended.outcome == "again" and aborts is None:
@@ -343,9 +438,13 @@ class BrokerActor(Actor[BrokerRequest]):
             reply = self.defer_reply()
             if reply is not None:
                 replies.append(reply)
-            slot = self.state.workers.get(record.worker_id or "")
+            worker_id = record.worker_id or ""
+            slot = self.state.workers.get(worker_id)
             if slot is not None:
-                await slot.ref.tell(CancelRun(task_id))
+                try:
+                    await slot.ref.tell(CancelRun(task_id))
+                except ActorError:
+                    self._lost_worker(worker_id)
             return None
         await self._end(record, Phase.ABORTED, TaskAbortedError(f"task {task_id} was aborted"))
         return True
@@ -367,7 +466,10 @@ class BrokerActor(Actor[BrokerRequest]):
             enqueue_time=record.enqueue_time,
             finish_time=self.wall_clock(),
         )
-        await self.store.tell(StoreResult(record.task_id, result, self._ttl(record)))
+        stored: Stored = result
+        if self.encode_with is not None:
+            stored = EncodedResult(result_to_wire(result, self.encode_with), is_err=True)
+        await self.store.tell(StoreResult(record.task_id, stored, self._ttl(record)))
 
     @staticmethod
     def _ttl(record: TaskRecord) -> float | None:
@@ -420,27 +522,22 @@ class BrokerActor(Actor[BrokerRequest]):
 
     # Questions -------------------------------------------------------------------------
 
-    def _inspect(self, task_id: str) -> TaskInfo | None:
+    def _inspect(self, task_id: str) -> LiveTask | None:
         record = self.queue.live(task_id)
         if record is None:
             return None
-        message = self.formatter.loads(record.message.message)
         scheduled = None
         if record.phase is Phase.SCHEDULED and record.eta is not None:
             with contextlib.suppress(OverflowError):  # due after the year 9999: unknown
                 scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
-        return TaskInfo(
-            task_id=task_id,
-            task_name=record.message.task_name,
-            args=tuple(message.args),
-            kwargs=dict(message.kwargs),
+        return LiveTask(
+            message=record.message,
             tries=record.tries,
             status=record.phase.status,
             enqueue_time=record.enqueue_time,
             scheduled=scheduled,
-            dependencies=frozenset(record.waiting_on),
-            dependents=frozenset(record.dependents),
-            labels=dict(record.message.labels),
+            dependencies=sorted(record.waiting_on),
+            dependents=list(record.dependents),
         )
 
     def _drain(self) -> None:

@@ -1,5 +1,9 @@
 """The ``actors`` command line.
 
+``actors hub --listen ws://127.0.0.1:9000`` runs a hub; ``actors worker MODULE:BROKER``
+runs worker actors for a ``WebSocketBroker``'s tasks against it. The cluster's secret
+comes from ``$ACTORS_SECRET`` or ``--secret-file``, never from the command line itself.
+
 ``actors scheduler MODULE:SCHEDULER [TASK_MODULE ...]`` imports the user's
 :class:`~actors.scheduler.TaskiqScheduler` (and any modules that register tasks), starts
 its broker and runs the scheduler until SIGINT or SIGTERM, then exits 0.
@@ -76,8 +80,9 @@ async def _until_signalled(run: Callable[[], Any]) -> None:
 # scheduler ----------------------------------------------------------------------------
 
 
-def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scheduler", metavar="MODULE:SCHEDULER", help="the TaskiqScheduler to run")
+def _object_arguments(parser: argparse.ArgumentParser, metavar: str, help_text: str) -> None:
+    """The ``MODULE:OBJECT`` to run, and modules to import first."""
+    parser.add_argument("target", metavar=metavar, help=help_text)
     parser.add_argument(
         "modules",
         metavar="TASK_MODULE",
@@ -86,18 +91,153 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    _object_arguments(parser, "MODULE:SCHEDULER", "the TaskiqScheduler to run")
+
+
 def _scheduler_command(args: argparse.Namespace) -> int:
     from .scheduler import TaskiqScheduler
 
     _import_modules(args.modules)
-    scheduler = load_object(args.scheduler, what="SCHEDULER")
+    scheduler = load_object(args.target, what="SCHEDULER")
     if not isinstance(scheduler, TaskiqScheduler):
-        raise CommandError(f"{args.scheduler} is not a TaskiqScheduler: {scheduler!r}")
+        raise CommandError(f"{args.target} is not a TaskiqScheduler: {scheduler!r}")
 
     async def run() -> None:
         async with scheduler.broker:
-            log.info("scheduler %s running on %r", args.scheduler, scheduler.broker)
+            log.info("scheduler %s running on %r", args.target, scheduler.broker)
             await scheduler.run()
+
+    trio.run(_until_signalled, run)
+    return 0
+
+
+# hub and worker -----------------------------------------------------------------------
+
+SECRET_ENV = "ACTORS_SECRET"
+
+
+def _secret_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-file",
+        help=f"read the cluster's secret from this file (default: ${SECRET_ENV}); "
+        "never given on the command line itself",
+    )
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    """The cluster's secret: ``--secret-file``'s content, else ``$ACTORS_SECRET``."""
+    if args.secret_file:
+        try:
+            with open(args.secret_file, encoding="utf-8") as file:
+                secret = file.read().strip()
+        except OSError as exc:
+            raise CommandError(f"cannot read the secret file: {exc}") from exc
+        if not secret:
+            raise CommandError(f"the secret file {args.secret_file!r} is empty")
+        return secret
+    return os.environ.get(SECRET_ENV) or None
+
+
+def _tls(certfile: str | None, keyfile: str | None, cafile: str | None) -> Any:
+    """An SSL context for ``wss://``: a server's with ``certfile``, a client's with
+    ``cafile``; None without either."""
+    import ssl
+
+    try:
+        if certfile:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(certfile, keyfile)
+            return context
+        if cafile:
+            return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot load the TLS files: {exc}") from exc
+    return None
+
+
+def _hub_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        default="ws://127.0.0.1:9000",
+        help="address to accept clients and workers at (default ws://127.0.0.1:9000; "
+        "port 0 picks a free one)",
+    )
+    parser.add_argument("--certfile", help="TLS certificate, for a wss:// address")
+    parser.add_argument("--keyfile", help="TLS private key (default: in --certfile)")
+    parser.add_argument(
+        "--serializer",
+        default="json",
+        choices=["json", "msgpack"],
+        help="the clients' serializer, for the errors the hub stores itself (default json)",
+    )
+    parser.add_argument(
+        "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
+    )
+    _secret_arguments(parser)
+
+
+def _hub_command(args: argparse.Namespace) -> int:
+    from .backends.results import InmemoryResultBackend
+    from .hub import open_hub
+    from .serializers import serializer_by_name
+
+    secret = _secret(args)
+    ssl_context = _tls(args.certfile, args.keyfile, None)
+
+    async def run() -> None:
+        async with open_hub(
+            args.listen,
+            secret=secret,
+            serializer=serializer_by_name(args.serializer),
+            result_backend=InmemoryResultBackend(args.max_stored_results),
+            ssl_context=ssl_context,
+        ) as hub:
+            print(f"hub listening at {hub.address}", flush=True)
+            await trio.sleep_forever()
+
+    trio.run(_until_signalled, run)
+    return 0
+
+
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    _object_arguments(parser, "MODULE:BROKER", "the WebSocketBroker to serve")
+    parser.add_argument("--workers", type=int, default=1, help="worker actors (default 1)")
+    parser.add_argument(
+        "--max-async-tasks", type=int, default=30, help="tasks each worker runs at once"
+    )
+    parser.add_argument(
+        "--sync-tasks-pool-size", type=int, default=4, help="threads for sync tasks"
+    )
+    parser.add_argument("--url", help="the hub's address (default: the broker's)")
+    parser.add_argument("--cafile", help="CA certificates to check a wss:// hub with")
+    _secret_arguments(parser)
+
+
+def _worker_command(args: argparse.Namespace) -> int:
+    from .websocket_broker import WebSocketBroker
+    from .worker_node import open_worker_node
+
+    _import_modules(args.modules)
+    broker = load_object(args.target, what="BROKER")
+    if not isinstance(broker, WebSocketBroker):
+        raise CommandError(f"{args.target} is not a WebSocketBroker: {broker!r}")
+    if args.workers < 1 or args.max_async_tasks < 1:
+        raise CommandError("--workers and --max-async-tasks must be at least 1")
+    secret = _secret(args)
+
+    async def run() -> None:
+        async with open_worker_node(
+            broker,
+            url=args.url,
+            secret=secret,
+            ssl_context=_tls(None, None, args.cafile),
+            workers=args.workers,
+            max_async_tasks=args.max_async_tasks,
+            sync_tasks_pool_size=args.sync_tasks_pool_size,
+        ) as node:
+            print(f"worker {node.name} serving {len(broker.tasks)} tasks", flush=True)
+            await trio.sleep_forever()
 
     trio.run(_until_signalled, run)
     return 0
@@ -110,6 +250,16 @@ _Command = tuple[
 ]
 
 _COMMANDS: dict[str, _Command] = {
+    "hub": (
+        "run a hub: the task queue and result store that clients and workers dial",
+        _hub_arguments,
+        _hub_command,
+    ),
+    "worker": (
+        "run worker actors for a WebSocketBroker's tasks, linked to its hub",
+        _worker_arguments,
+        _worker_command,
+    ),
     "scheduler": (
         "run a scheduler: kick tasks when their schedules come due",
         _scheduler_arguments,

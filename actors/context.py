@@ -75,4 +75,4 @@ class Context:
 
     async def set_progress(self, progress: TaskProgress[Any]) -> None:
         """Report progress; ``handle.get_progress()`` reads it."""
-        await self.broker.result_backend.set_progress(self.message.task_id, progress)
+        await self.broker.set_progress(self.message.task_id, progress)

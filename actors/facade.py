@@ -27,7 +27,7 @@ from .inputs import check_labels
 from .lifecycle import TaskInfo, TaskStatus
 from .middlewares import TaskiqMiddleware, maybe_await
 from .protocol import BrokerMessage
-from .result import TaskiqMessage, TaskiqResult
+from .result import TaskiqMessage, TaskiqResult, TaskProgress
 from .serializers import JSONSerializer, TaskiqSerializer
 from .service import Service
 from .tasks import AsyncTaskiqDecoratedTask, TaskDecorator
@@ -68,6 +68,8 @@ class AsyncBroker(Service):
         self.event_handlers: dict[TaskiqEvents, list[EventHandler]] = collections.defaultdict(list)
         self.dependency_context: dict[Any, Any] = {}
         self.tasks: dict[str, AsyncTaskiqDecoratedTask[Any, Any]] = {}
+        #: Called after each task registration (a worker node tells its hub).
+        self.task_listeners: list[Callable[[], None]] = []
         self.cast_types = True
         self.propagate_exceptions = True
         self.is_worker_process = True
@@ -165,6 +167,8 @@ class AsyncBroker(Service):
             self, name, func, labels
         )
         self.tasks[name] = task
+        for listener in self.task_listeners:
+            listener()
         return task
 
     def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None:
@@ -177,6 +181,10 @@ class AsyncBroker(Service):
 
     def get_all_tasks(self) -> dict[str, AsyncTaskiqDecoratedTask[Any, Any]]:
         return dict(self.tasks)
+
+    def task_names(self) -> list[str]:
+        """The names :meth:`find_task` finds: this broker's tasks and the shared ones."""
+        return [*self.tasks, *async_shared_broker.tasks]
 
     # Lifecycle (startup/shutdown and ``async with`` come from Service) ------------------
 
@@ -237,6 +245,15 @@ class AsyncBroker(Service):
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         return await self.result_backend.get_result(task_id, with_logs=with_logs)
+
+    async def is_ready(self, task_id: str) -> bool:
+        return await self.result_backend.is_result_ready(task_id)
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        await self.result_backend.set_progress(task_id, progress)
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        return await self.result_backend.get_progress(task_id)
 
     async def task_status(self, task_id: str) -> TaskStatus:
         raise NotImplementedError

@@ -1,5 +1,12 @@
 """The typed mailboxes of the task queue's roles: what the broker, the workers and the
-result store say to each other. attrs classes, so they can cross a link too.
+result store say to each other, and their replies. attrs classes with stable wire tags
+(``taskq.<Name>``), so each can cross a link between nodes.
+
+Nothing here holds a Python object that only makes sense in one process: actors are
+named by ``(node, actor)`` strings, errors and "no such thing" answers are typed values
+(:class:`NoResult`, :class:`StatusReply`), and a result is either a ``TaskiqResult`` (the
+store is in the worker's process) or an :class:`EncodedResult` (the worker encoded it
+with the broker's serializer: the hub never decodes user data).
 
 Nothing changes a message once it is sent. They are not ``frozen`` only because five are
 built per task and frozen attrs classes take half again as long to build.
@@ -12,30 +19,44 @@ from typing import Any, Literal
 import attrs
 import pendulum
 
-from .runtime import ActorRef
+from . import wire
+from .lifecycle import TaskStatus
+from .result import TaskiqResult, TaskProgress
 
 __all__ = [
     "Abort",
+    "Accepted",
     "BrokerMessage",
     "BrokerRequest",
     "CancelRun",
     "CopyResult",
     "Drain",
+    "EncodedResult",
     "Enqueue",
     "Finished",
+    "GetProgress",
     "GetResult",
     "Inspect",
+    "IsReady",
+    "Kick",
+    "LiveTask",
+    "NoResult",
+    "NodeLost",
     "Run",
     "RunEnded",
     "Runs",
+    "SetProgress",
     "Status",
+    "StatusReply",
     "StopWaiting",
     "StoreRequest",
     "StoreResult",
+    "Stored",
     "Tick",
     "WaitResult",
     "WorkerReady",
     "WorkerRequest",
+    "WorkerTasks",
 ]
 
 
@@ -49,6 +70,26 @@ class BrokerMessage:
     labels: dict[str, Any]
 
 
+@attrs.define
+class EncodedResult:
+    """A result as ``result_to_wire`` bytes (the broker's serializer); ``is_err`` is
+    outside them so the hub can tell success from failure without decoding."""
+
+    data: bytes
+    is_err: bool
+
+
+@attrs.define
+class NoResult:
+    """The reply when there is no result to give, and why (the facade raises
+    ``ResultGetError`` with it)."""
+
+    reason: str
+
+
+Stored = TaskiqResult[Any] | EncodedResult
+"""A result as the store keeps it."""
+
 # To the broker -------------------------------------------------------------------------
 
 
@@ -60,27 +101,59 @@ class Enqueue:
 
 
 @attrs.define
-class WorkerReady:
-    """A worker (re)started and can run ``capacity`` tasks at once. ``incarnation``
-    tells this start of the worker from earlier ones (see :class:`Runs`)."""
+class Kick:
+    """``Enqueue`` from another node, acknowledged: the hub tells ``Accepted`` to the
+    actor ``ack_actor`` on node ``ack_node`` (batched). ``resend``: sent again after a
+    reconnect, so the hub drops it if it has that task id, live or recently ended."""
 
-    worker: ActorRef[Any]
+    message: BrokerMessage
+    ack_node: str
+    ack_actor: str
+    resend: bool = False
+
+
+@attrs.define
+class Accepted:
+    """The hub has these kicked task ids (the client may forget them)."""
+
+    task_ids: list[str]
+
+
+@attrs.define
+class WorkerReady:
+    """A worker (re)started and can run ``capacity`` tasks at once. It is the actor
+    ``actor`` on node ``node``; ``incarnation`` tells this start of the worker from
+    earlier ones (see :class:`Runs`); ``tasks`` are the task names it can run."""
+
+    node: str
+    actor: str
     worker_id: str
     capacity: int
     incarnation: int
+    tasks: list[str] = attrs.field(factory=list)
+
+
+@attrs.define
+class WorkerTasks:
+    """The task names this worker can run now (tasks registered after it started)."""
+
+    worker_id: str
+    tasks: list[str]
 
 
 @attrs.define
 class RunEnded:
     """How one run ended. ``outcome``: ``done`` (its result, if any, went to the store),
     ``again`` (requeue or retry: run the same task id again after ``delay`` with
-    ``labels``), or ``aborted``."""
+    ``labels``), or ``aborted``. ``delivery`` is the run's ``tries``: which delivery of
+    the task this was, so the broker ignores a late report of an earlier one."""
 
     task_id: str
     outcome: Literal["done", "again", "aborted"]
     is_err: bool = False
     delay: float = 0.0
     labels: dict[str, Any] | None = None
+    delivery: int = 0
 
 
 @attrs.define
@@ -98,6 +171,13 @@ class Tick:
 
 
 @attrs.define
+class NodeLost:
+    """The link to this worker node is gone: its workers' runs go to the others."""
+
+    node: str
+
+
+@attrs.define
 class Abort:
     """Abort a task; the reply is True once it is removed or its run was cancelled."""
 
@@ -106,17 +186,36 @@ class Abort:
 
 @attrs.define
 class Inspect:
-    """The reply is a ``TaskInfo`` for a live task, or None."""
+    """The reply is a :class:`LiveTask`, or None once the task has ended."""
 
     task_id: str
 
 
 @attrs.define
+class LiveTask:
+    """What the broker knows of a live task; the facade decodes its arguments."""
+
+    message: BrokerMessage
+    tries: int
+    status: TaskStatus
+    enqueue_time: pendulum.DateTime
+    scheduled: pendulum.DateTime | None
+    dependencies: list[str]
+    dependents: list[str]
+
+
+@attrs.define
 class Status:
-    """The reply is the ``TaskStatus`` of a live task, or None: ``Inspect`` without
-    decoding the task's arguments."""
+    """The reply is a :class:`StatusReply`: ``Inspect`` without the arguments."""
 
     task_id: str
+
+
+@attrs.define
+class StatusReply:
+    """The status of a live task, or None when the broker no longer has it."""
+
+    status: TaskStatus | None
 
 
 @attrs.define
@@ -124,14 +223,27 @@ class Drain:
     """The reply comes once no task kicked so far is still live."""
 
 
-BrokerRequest = Enqueue | WorkerReady | Finished | Tick | Abort | Inspect | Status | Drain
+BrokerRequest = (
+    Enqueue
+    | Kick
+    | WorkerReady
+    | WorkerTasks
+    | Finished
+    | Tick
+    | NodeLost
+    | Abort
+    | Inspect
+    | Status
+    | Drain
+)
 
 # To a worker ---------------------------------------------------------------------------
 
 
 @attrs.define
 class Run:
-    """Run this task now; ``tries`` counts this delivery."""
+    """Run this task now; ``tries`` counts this delivery (and names it: see
+    :class:`RunEnded`)."""
 
     message: BrokerMessage
     tries: int
@@ -166,12 +278,12 @@ WorkerRequest = Runs | CancelRun
 
 @attrs.define
 class StoreResult:
-    """Store a result (a ``TaskiqResult``), push it to waiters, expire it after ``ttl``.
+    """Store a result, push it to waiters, expire it after ``ttl``.
 
     ``result`` None: the run ended on purpose without one (``NoResultError``)."""
 
     task_id: str
-    result: Any
+    result: Stored | None
     ttl: float | None = None
 
 
@@ -186,8 +298,8 @@ class CopyResult:
 
 @attrs.define
 class WaitResult:
-    """The reply is the result, as soon as it is stored. ``waiter`` names this wait for
-    ``StopWaiting``."""
+    """The reply is the result (:data:`Stored`) or :class:`NoResult`, as soon as there
+    is one. ``waiter`` names this wait for ``StopWaiting``."""
 
     task_id: str
     waiter: str
@@ -203,10 +315,52 @@ class StopWaiting:
 
 @attrs.define
 class GetResult:
-    """The reply is the stored result, or the backend's error."""
+    """The reply is the stored result (:data:`Stored`) or :class:`NoResult`."""
 
     task_id: str
     with_logs: bool = False
 
 
-StoreRequest = StoreResult | CopyResult | WaitResult | StopWaiting | GetResult
+@attrs.define
+class IsReady:
+    """The reply is True when a result is stored for the task."""
+
+    task_id: str
+
+
+@attrs.define
+class SetProgress:
+    """A running task's progress report."""
+
+    task_id: str
+    progress: TaskProgress[Any]
+
+
+@attrs.define
+class GetProgress:
+    """The reply is the task's last ``TaskProgress``, or None."""
+
+    task_id: str
+
+
+StoreRequest = (
+    StoreResult
+    | CopyResult
+    | WaitResult
+    | StopWaiting
+    | GetResult
+    | IsReady
+    | SetProgress
+    | GetProgress
+)
+
+#: Every class above under a tag that does not depend on this module's path.
+for _cls in (
+    BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
+    Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
+    Abort, Inspect, Status, Drain,
+    Run, Runs, CancelRun,
+    StoreResult, CopyResult, WaitResult, StopWaiting, GetResult, IsReady, SetProgress,
+    GetProgress,
+):  # fmt: skip
+    wire.register(_cls, f"taskq.{_cls.__name__}")

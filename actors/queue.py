@@ -100,6 +100,10 @@ class TaskQueue:
                 return record
         return None
 
+    def put_back(self, record: TaskRecord) -> None:
+        """Return a task from :meth:`pop_ready` to its place (no worker could take it)."""
+        heapq.heappush(self._ready, (-record.priority, record.seq, record))
+
     def has_ready(self) -> bool:
         while self._ready:
             _, seq, record = self._ready[0]

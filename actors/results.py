@@ -19,11 +19,24 @@ import trio
 
 from .backends.results import AsyncResultBackend
 from .exceptions import ResultGetError
-from .protocol import GetResult, StopWaiting, StoreRequest, StoreResult, WaitResult
-from .result import TaskiqResult
+from .protocol import (
+    EncodedResult,
+    GetProgress,
+    GetResult,
+    IsReady,
+    NoResult,
+    SetProgress,
+    StopWaiting,
+    Stored,
+    StoreRequest,
+    StoreResult,
+    WaitResult,
+)
+from .result import TaskiqResult, TaskProgress, result_from_wire
 from .runtime import Actor, Reply
+from .serializers import TaskiqSerializer
 
-__all__ = ["ResultStore"]
+__all__ = ["ResultStore", "open_result"]
 
 log = logging.getLogger("actors.results")
 
@@ -66,16 +79,26 @@ class ResultStore(Actor[StoreRequest]):
             return None
         if isinstance(message, GetResult):
             return await self._get(message.task_id, message.with_logs)
+        if isinstance(message, IsReady):
+            return await self._ready(message.task_id)
+        if isinstance(message, SetProgress):
+            await self._set_progress(message.task_id, message.progress)
+            return None
+        if isinstance(message, GetProgress):
+            return await self._get_progress(message.task_id)
         source = await self._get(message.source)
         if isinstance(source, TaskiqResult):
             await self._store(
                 message.target, attrs.evolve(source, task_id=message.target), message.ttl
             )
+        elif isinstance(source, EncodedResult):  # its reader takes the id it asked for
+            await self._store(message.target, source, message.ttl)
         return None
 
-    async def _store(self, task_id: str, result: TaskiqResult[Any], ttl: float | None) -> None:
+    async def _store(self, task_id: str, result: Stored, ttl: float | None) -> None:
         try:
-            await self.backend.set_result(task_id, result)
+            # A hub's backend keeps an ``EncodedResult`` as it is (``InmemoryResultBackend``).
+            await self.backend.set_result(task_id, result)  # type: ignore[arg-type]
         except Exception:
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
@@ -86,14 +109,14 @@ class ResultStore(Actor[StoreRequest]):
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
 
-    async def _wait(self, task_id: str, waiter: str) -> TaskiqResult[Any] | ResultGetError | None:
+    async def _wait(self, task_id: str, waiter: str) -> Stored | NoResult | None:
         if await self._ready(task_id):
             result = await self._get(task_id)
-            if isinstance(result, TaskiqResult):
+            if not isinstance(result, NoResult):
                 return result
         gone = self._ended.get(task_id)
         if gone is not None:
-            return ResultGetError(gone.format(task_id=task_id))
+            return NoResult(gone.format(task_id=task_id))
         reply = self.defer_reply()
         if reply is not None:
             self._waiters[task_id][waiter] = reply
@@ -111,7 +134,7 @@ class ResultStore(Actor[StoreRequest]):
 
     def _no_result(self, task_id: str) -> None:
         for reply in self._waiters.pop(task_id, {}).values():
-            reply.resolve(ResultGetError(_NO_RESULT.format(task_id=task_id)))
+            reply.resolve(NoResult(_NO_RESULT.format(task_id=task_id)))
         self._remember_end(task_id, _NO_RESULT)
 
     def _remember_end(self, task_id: str, reason: str) -> None:
@@ -126,14 +149,28 @@ class ResultStore(Actor[StoreRequest]):
             log.exception("result backend failed is_result_ready(%s)", task_id)
             return False
 
-    async def _get(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any] | Exception:
-        """The result, or the error to raise at the asker (a value, not a crash)."""
+    async def _get(self, task_id: str, with_logs: bool = False) -> Stored | NoResult:
+        """The result, or why there is none (a value, not a crash)."""
         try:
-            return await self.backend.get_result(task_id, with_logs=with_logs)
+            result: Stored = await self.backend.get_result(task_id, with_logs=with_logs)
         except ResultGetError as exc:
-            return exc
+            return NoResult(str(exc))
         except Exception as exc:
-            return ResultGetError(f"cannot get the result of {task_id}: {exc!r}")
+            return NoResult(f"cannot get the result of {task_id}: {exc!r}")
+        return result
+
+    async def _set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        try:
+            await self.backend.set_progress(task_id, progress)
+        except Exception:
+            log.exception("result backend failed to store the progress of %s", task_id)
+
+    async def _get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        try:
+            return await self.backend.get_progress(task_id)
+        except Exception:
+            log.exception("result backend failed get_progress(%s)", task_id)
+            return None
 
     async def _expire(self) -> None:
         while True:
@@ -147,3 +184,19 @@ class ResultStore(Actor[StoreRequest]):
                 await self.backend.delete_result(task_id)
             except Exception:
                 log.exception("result backend failed to delete the expired result of %s", task_id)
+
+
+def open_result(value: object, task_id: str, serializer: TaskiqSerializer) -> TaskiqResult[Any]:
+    """A store's reply as the result it stands for; ``ResultGetError`` if there is none.
+
+    An :class:`EncodedResult` is decoded here, on the side that holds the user's types."""
+    if isinstance(value, TaskiqResult):
+        return value
+    if isinstance(value, EncodedResult):
+        result = result_from_wire(value.data, serializer)
+        if result.task_id != task_id:  # stored under a second id (``otherwise``)
+            result = attrs.evolve(result, task_id=task_id)
+        return result
+    if isinstance(value, NoResult):
+        raise ResultGetError(value.reason)
+    raise ResultGetError(f"no result for {task_id}: the store answered {value!r:.100}")

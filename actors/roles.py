@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from .backends.results import AsyncResultBackend
 from .events import TaskiqState
 from .lifecycle import TaskInfo, TaskStatus
-from .result import TaskiqMessage, TaskiqResult
+from .result import TaskiqMessage, TaskiqResult, TaskProgress
 
 __all__ = ["Broker"]
 
@@ -33,6 +33,12 @@ class Broker(Protocol):
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]: ...
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]: ...
+
+    async def is_ready(self, task_id: str) -> bool: ...
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None: ...
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None: ...
 
     async def task_status(self, task_id: str) -> TaskStatus: ...
 

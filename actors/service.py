@@ -24,6 +24,11 @@ class Service:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
 
+    @property
+    def running(self) -> bool:
+        """Between :meth:`startup` and :meth:`shutdown`."""
+        return self._running is not None
+
     async def startup(self) -> None:
         """Start, unless already running; pair with :meth:`shutdown` in the same task."""
         if self._running is not None:

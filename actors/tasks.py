@@ -274,7 +274,7 @@ class AsyncTaskiqTask(Generic[R]):
         return f"<AsyncTaskiqTask {self.task_id}>"
 
     async def is_ready(self) -> bool:
-        return await self.broker.result_backend.is_result_ready(self.task_id)
+        return await self.broker.is_ready(self.task_id)
 
     async def get_result(self, with_logs: bool = False) -> TaskiqResult[R]:
         """The stored result; ``ResultGetError`` if there is none (yet)."""
@@ -298,7 +298,7 @@ class AsyncTaskiqTask(Generic[R]):
         )
 
     async def get_progress(self) -> TaskProgress[Any] | None:
-        return await self.broker.result_backend.get_progress(self.task_id)
+        return await self.broker.get_progress(self.task_id)
 
     def __await__(self) -> Generator[Any, None, R]:
         """``await handle``: the return value, or the task's error raised."""

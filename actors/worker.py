@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import attrs
 import outcome
 import trio
 
@@ -27,6 +28,7 @@ from .context import Context, RunControl, current_run, request_rerun
 from .events import TaskiqState
 from .exceptions import (
     NoResultError,
+    ResultGetError,
     SerializationError,
     TaskiqError,
     TaskTimeoutError,
@@ -36,6 +38,7 @@ from .inputs import check_labels, int_label, seconds_label, ttl_label
 from .middlewares import FINAL_ERRORS, TaskiqMiddleware, maybe_await
 from .protocol import (
     BrokerRequest,
+    EncodedResult,
     Finished,
     GetResult,
     Run,
@@ -46,9 +49,10 @@ from .protocol import (
     WorkerReady,
     WorkerRequest,
 )
-from .result import TaskiqMessage, TaskiqResult, utc_now
+from .result import TaskiqMessage, TaskiqResult, result_to_wire, utc_now
+from .results import open_result
 from .roles import Broker
-from .runtime import Actor, ActorRef
+from .runtime import Actor, ActorError, ActorRef
 from .runtime.contexts import in_context
 
 if TYPE_CHECKING:
@@ -74,6 +78,8 @@ class TaskHost(Broker, Protocol):
     propagate_exceptions: bool
 
     def find_task(self, task_name: str) -> AsyncTaskiqDecoratedTask[Any, Any] | None: ...
+
+    def task_names(self) -> list[str]: ...
 
 
 _incarnations = itertools.count(1)
@@ -113,7 +119,10 @@ class SyncThreads:
 
 
 class WorkerActor(Actor[WorkerRequest]):
-    """Runs up to ``capacity`` tasks at once; the broker never sends more."""
+    """Runs up to ``capacity`` tasks at once; the broker never sends more.
+
+    With ``encode_results`` it hands the store results encoded with the broker's
+    serializer (a store on a hub, which never decodes user data)."""
 
     def __init__(
         self,
@@ -123,6 +132,8 @@ class WorkerActor(Actor[WorkerRequest]):
         worker_id: str,
         capacity: int,
         sync_threads: SyncThreads,
+        *,
+        encode_results: bool = False,
     ) -> None:
         self.broker = broker
         self.broker_ref = broker_ref
@@ -131,6 +142,7 @@ class WorkerActor(Actor[WorkerRequest]):
         self.capacity = capacity
         self.mailbox_size = 2 * capacity + 16  # runs are credit-bounded; cancels are few
         self.sync_threads = sync_threads
+        self.encode_results = encode_results
         self.incarnation = next(_incarnations)  # a restart builds a new instance
         self._scopes: dict[str, trio.CancelScope] = {}
 
@@ -145,9 +157,15 @@ class WorkerActor(Actor[WorkerRequest]):
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         self.nursery.start_soon(self._reporter)
-        await self.broker_ref.tell(
-            WorkerReady(self.ref, self.worker_id, self.capacity, self.incarnation)
+        ref = self.ref
+        tasks = self.broker.task_names()
+        ready = WorkerReady(
+            ref.node_name, ref.name, self.worker_id, self.capacity, self.incarnation, tasks
         )
+        try:
+            await self.broker_ref.tell(ready)
+        except ActorError as exc:  # a remote broker's link is down: its node restarts us
+            log.warning("worker %s could not announce itself: %s", self.worker_id, exc)
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Runs):
@@ -168,7 +186,7 @@ class WorkerActor(Actor[WorkerRequest]):
         for run in self._pending:
             if run.message.task_id == task_id:
                 self._pending.remove(run)
-                self._run_ended(RunEnded(task_id, "aborted"))
+                self._run_ended(RunEnded(task_id, "aborted", delivery=run.tries))
                 return
 
     async def _runner(self) -> None:
@@ -193,7 +211,7 @@ class WorkerActor(Actor[WorkerRequest]):
         if scope.cancel_called:
             self.nursery.start_soon(self._runner)
         if scope.cancelled_caught and run is not None:
-            self._run_ended(RunEnded(run.message.task_id, "aborted"))
+            self._run_ended(RunEnded(run.message.task_id, "aborted", delivery=run.tries))
 
     def _run_ended(self, ended: RunEnded) -> None:
         self._ended.append(ended)
@@ -270,15 +288,34 @@ class WorkerActor(Actor[WorkerRequest]):
         task_id = run.message.task_id
         if control.rerun is not None:
             self._run_ended(
-                RunEnded(task_id, "again", delay=control.rerun.delay, labels=control.rerun.labels)
+                RunEnded(
+                    task_id,
+                    "again",
+                    delay=control.rerun.delay,
+                    labels=control.rerun.labels,
+                    delivery=run.tries,
+                )
             )
             return
         ttl = ttl_label(run.message.labels)
-        await self.store.tell(StoreResult(task_id, result, ttl))
+        if self.encode_results and result is not None:
+            await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
+        else:
+            await self.store.tell(StoreResult(task_id, result, ttl))
         if result is not None:
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
-        self._run_ended(RunEnded(task_id, "done", is_err=result is None or result.is_err))
+        is_err = result is None or result.is_err
+        self._run_ended(RunEnded(task_id, "done", is_err=is_err, delivery=run.tries))
+
+    def _encoded(self, result: TaskiqResult[Any]) -> EncodedResult:
+        """The result as bytes for the store; a serializer failure stored in its place."""
+        serializer = self.broker.serializer
+        try:
+            return EncodedResult(result_to_wire(result, serializer), result.is_err)
+        except SerializationError as exc:
+            failed = attrs.evolve(result, is_err=True, return_value=None, error=exc)
+            return EncodedResult(result_to_wire(failed, serializer), True)
 
     def _message_of(self, run: Run) -> TaskiqMessage:
         return TaskiqMessage(
@@ -356,7 +393,8 @@ class WorkerActor(Actor[WorkerRequest]):
         args = list(message.args)
         parent = message.labels.get("then_of")
         if parent:
-            args = [*_parent_value(await self.store.ask(GetResult(parent))), *args]
+            stored = await self.store.ask(GetResult(parent))
+            args = [*_parent_value(stored, parent, broker.serializer), *args]
         kwargs = dict(message.kwargs)
         if broker.cast_types:
             args, kwargs = task.cast_arguments(args, kwargs)
@@ -417,9 +455,11 @@ def _cancellation(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled)
 
 
-def _parent_value(result: Any) -> list[Any]:
+def _parent_value(stored: object, parent: str, serializer: TaskiqSerializer) -> list[Any]:
     """``then``: the parent's return value as positional arguments (tuples unpacked)."""
-    if isinstance(result, BaseException):
-        raise TaskiqError(f"the parent's result is gone: {result}")
+    try:
+        result = open_result(stored, parent, serializer)
+    except ResultGetError as exc:
+        raise TaskiqError(f"the parent's result is gone: {exc}") from None
     value = result.return_value
     return list(value) if result.labels.get(RETURNED_TUPLE) else [value]

@@ -13,6 +13,7 @@ import trio.testing
 
 from actors import InMemoryBroker, Node, TaskAbortedError, TaskiqMessage
 from actors.broker import BrokerActor, BrokerState
+from actors.lifecycle import TaskStatus
 from actors.protocol import (
     Abort,
     CancelRun,
@@ -22,6 +23,8 @@ from actors.protocol import (
     Run,
     RunEnded,
     Runs,
+    Status,
+    StatusReply,
     WorkerReady,
 )
 from actors.result import TaskiqResult, utc_now
@@ -89,7 +92,7 @@ async def worker_setup() -> AsyncIterator[WorkerSetup]:
         )
         await trio.testing.wait_all_tasks_blocked()
         [ready] = told
-        assert ready == WorkerReady(worker, "w", 30, ready.incarnation)
+        assert ready == WorkerReady("t", worker.name, "w", 30, ready.incarnation, ["quick", "held"])
         yield WorkerSetup(broker, told, worker, store, release, ready.incarnation)
 
 
@@ -150,11 +153,9 @@ async def broker_setup() -> AsyncIterator[BrokerSetup]:
     told: list[Any] = []
     async with Node.open("t") as node:
         store = await node.spawn(lambda: ResultStore(broker.result_backend))
-        actor = await node.spawn(
-            lambda: BrokerActor(BrokerState(), store, broker.formatter, utc_now)
-        )
+        actor = await node.spawn(lambda: BrokerActor(BrokerState(), store, utc_now))
         stand_in = await node.spawn(lambda: Recorder(told))
-        await actor.tell(WorkerReady(stand_in, "w", 3, 1))
+        await actor.tell(WorkerReady("t", stand_in.name, "w", 3, 1))
         yield BrokerSetup(broker, told, actor)
 
 
@@ -175,7 +176,7 @@ async def test_room_freed_together_is_handed_out_in_one_message_by_priority(
         await kick(task_id, priority)
     await trio.testing.wait_all_tasks_blocked()
     assert len(told) == 3  # no room: they wait
-    await actor.tell(Finished("w", [RunEnded(task_id, "done") for task_id in "abc"]))
+    await actor.tell(Finished("w", [RunEnded(task_id, "done", delivery=1) for task_id in "abc"]))
     await trio.testing.wait_all_tasks_blocked()
     assert len(told) == 4
     assert [run.message.task_id for run in told[3].runs] == ["high", "mid", "low"]
@@ -188,8 +189,24 @@ async def test_a_run_that_ends_asking_to_run_again_after_a_told_abort_ends_abort
     told, actor = broker_setup.told, broker_setup.actor
     await broker_setup.kick("a")
     await actor.tell(Abort("a"))
-    await actor.tell(Finished("w", [RunEnded("a", "again")]))
+    await actor.tell(Finished("w", [RunEnded("a", "again", delivery=1)]))
     await trio.testing.wait_all_tasks_blocked()
     assert [type(message) for message in told] == [Runs, CancelRun]  # not handed out again
     result = await broker_setup.broker.result_backend.get_result("a")
     assert isinstance(result.error, TaskAbortedError)
+
+
+async def test_a_late_report_of_another_delivery_is_ignored(
+    broker_setup: BrokerSetup,
+) -> None:
+    told, actor = broker_setup.told, broker_setup.actor
+    await broker_setup.kick("a")
+    await trio.testing.wait_all_tasks_blocked()
+    assert [run.message.task_id for run in told[0].runs] == ["a"]  # handed to "w"
+    await actor.tell(Finished("presumed-dead", [RunEnded("a", "done", delivery=1)]))
+    await actor.tell(Finished("w", [RunEnded("a", "done", delivery=2)]))  # not its delivery
+    await trio.testing.wait_all_tasks_blocked()
+    assert await actor.ask(Status("a")) == StatusReply(TaskStatus.RUNNING)
+    await actor.tell(Finished("w", [RunEnded("a", "done", delivery=1)]))
+    await trio.testing.wait_all_tasks_blocked()
+    assert await actor.ask(Status("a")) == StatusReply(None)  # ended

@@ -33,11 +33,11 @@ from actors.backends.schedules import (
     SqliteScheduleSource,
 )
 from actors.context import Context
-from actors.inmemory import InMemoryBroker
 from actors.scheduler import TaskiqScheduler
 from actors.schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
 from actors.tasks import AsyncTaskiqDecoratedTask, TaskiqDepends
 
+from .conftest import MakeBroker
 from .programs import program_env, run_example
 
 _T = TypeVar("_T")
@@ -70,9 +70,9 @@ class Run:
 class Setup:
     """A broker whose tasks record each run, and a scheduler factory over it."""
 
-    def __init__(self, start: pendulum.DateTime = START) -> None:
+    def __init__(self, make_broker: MakeBroker, start: pendulum.DateTime = START) -> None:
         self.wall = Wall(start)
-        self.broker = InMemoryBroker(wall_clock=self.wall)
+        self.broker = make_broker(wall_clock=self.wall)
         self.runs: list[Run] = []
 
     def task(self, name: str = "job", **labels: Any) -> AsyncTaskiqDecoratedTask[..., None]:
@@ -138,8 +138,10 @@ def fast_clock() -> trio.testing.MockClock:
 # Cron ---------------------------------------------------------------------------------
 
 
-async def test_cron_every_second_on_a_real_broker(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_cron_every_second_on_a_real_broker(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     setup.task("tick", schedule=[{"cron": "* * * * * *", "args": [7]}])
     async with setup.broker, setup.scheduler([LabelScheduleSource(setup.broker)]):
         await trio.sleep(4.5)
@@ -149,8 +151,10 @@ async def test_cron_every_second_on_a_real_broker(autojump_clock: trio.testing.M
     assert {run.schedule_id for run in setup.runs} == {"tick:0"}
 
 
-async def test_cron_every_minute_sleeps_until_due(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup(START.add(seconds=30))
+async def test_cron_every_minute_sleeps_until_due(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker, START.add(seconds=30))
     setup.task("minutely", crontab="* * * * *")
     scheduler = setup.scheduler([LabelScheduleSource(setup.broker)], clock_check_interval=None)
     async with setup.broker, scheduler:
@@ -161,8 +165,10 @@ async def test_cron_every_minute_sleeps_until_due(autojump_clock: trio.testing.M
     assert scheduler.kicked == 5
 
 
-async def test_long_sleeps_are_not_polling(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_long_sleeps_are_not_polling(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     setup.task("nightly", schedule=[{"cron": "0 3 * * *"}])
     scheduler = setup.scheduler([LabelScheduleSource(setup.broker)], clock_check_interval=None)
     async with setup.broker, scheduler:
@@ -176,9 +182,9 @@ async def test_long_sleeps_are_not_polling(autojump_clock: trio.testing.MockCloc
 
 
 async def test_clock_check_interval_bounds_each_sleep(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
 ) -> None:
-    setup = Setup()
+    setup = Setup(make_broker)
     setup.task("nightly", schedule=[{"cron": "0 3 * * *"}])
     scheduler = setup.scheduler([LabelScheduleSource(setup.broker)], clock_check_interval=600)
     async with setup.broker, scheduler:
@@ -187,8 +193,10 @@ async def test_clock_check_interval_bounds_each_sleep(
     assert 18 <= setup.wall.reads < 120
 
 
-async def test_seconds_field_and_zone(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_seconds_field_and_zone(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     setup.task(
         "quarter",
         schedule=[
@@ -206,8 +214,10 @@ async def test_seconds_field_and_zone(autojump_clock: trio.testing.MockClock) ->
 # Intervals and one-off times ----------------------------------------------------------
 
 
-async def test_intervals_are_epoch_aligned(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup(START.add(seconds=1))
+async def test_intervals_are_epoch_aligned(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker, START.add(seconds=1))
     job = setup.task()
     source = InMemoryScheduleSource()
     await job.schedule_by_interval(source, 7, "seven")
@@ -220,8 +230,10 @@ async def test_intervals_are_epoch_aligned(autojump_clock: trio.testing.MockCloc
     assert [_short(run.at) for run in setup.runs if run.arg == "minute"] == ["00:01:00"]
 
 
-async def test_one_off_times(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_one_off_times(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     job = setup.task("once", schedule=[{"time": START.subtract(days=30), "args": ["label past"]}])
     source = InMemoryScheduleSource()
     await job.schedule_by_time(source, START.add(seconds=90), "future")
@@ -247,8 +259,10 @@ async def test_one_off_times(autojump_clock: trio.testing.MockClock) -> None:
 # Dynamic changes ----------------------------------------------------------------------
 
 
-async def test_unschedule_while_running(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_unschedule_while_running(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     job = setup.task()
     source = InMemoryScheduleSource()
     created = await job.schedule_by_cron(source, "* * * * * *", "x")
@@ -262,9 +276,9 @@ async def test_unschedule_while_running(autojump_clock: trio.testing.MockClock) 
 
 
 async def test_add_while_sleeping_wakes_the_scheduler(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
 ) -> None:
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task("job", schedule=[{"cron": "0 12 * * *", "args": ["noon"]}])
     source = InMemoryScheduleSource()
     scheduler = setup.scheduler([LabelScheduleSource(setup.broker), source])
@@ -280,8 +294,10 @@ async def test_add_while_sleeping_wakes_the_scheduler(
     assert [run.arg for run in setup.runs] == ["minutely", "minutely", "noon"]
 
 
-async def test_a_burst_of_changes_is_read_once(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_a_burst_of_changes_is_read_once(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     job = setup.task()
 
     class Counting(InMemoryScheduleSource):
@@ -302,8 +318,10 @@ async def test_a_burst_of_changes_is_read_once(autojump_clock: trio.testing.Mock
     assert len(setup.runs) == 200
 
 
-async def test_the_same_scheduler_can_run_again(autojump_clock: trio.testing.MockClock) -> None:
-    setup = Setup()
+async def test_the_same_scheduler_can_run_again(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
+    setup = Setup(make_broker)
     setup.task("tick", crontab="* * * * * *")
     scheduler = setup.scheduler([LabelScheduleSource(setup.broker)])
     async with setup.broker:
@@ -315,9 +333,11 @@ async def test_the_same_scheduler_can_run_again(autojump_clock: trio.testing.Moc
     assert setup.dues() == ["00:00:00", "00:00:01", "00:01:02", "00:01:03"]
 
 
-async def test_scheduler_unschedule_by_task_or_id(autojump_clock: trio.testing.MockClock) -> None:
+async def test_scheduler_unschedule_by_task_or_id(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
     """streaq's unschedule: stop a task's crontab label, or one schedule by id."""
-    setup = Setup()
+    setup = Setup(make_broker)
     cron_job = setup.task("cron_job", crontab="* * * * * *")
     other = setup.task("other")
     source = InMemoryScheduleSource()
@@ -345,9 +365,9 @@ async def test_scheduler_unschedule_by_task_or_id(autojump_clock: trio.testing.M
 
 
 async def test_two_schedulers_on_one_source_kick_each_due_time_once(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
 ) -> None:
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task("job", crontab="* * * * * *")
     source = InMemoryScheduleSource()
     await job.schedule_by_cron(source, "*/2 * * * * *", "dynamic")
@@ -364,9 +384,9 @@ async def test_two_schedulers_on_one_source_kick_each_due_time_once(
 
 
 async def test_two_schedulers_on_one_sqlite_file(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, make_broker: MakeBroker
 ) -> None:
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
     path = tmp_path / "schedules.db"
     writer = InlineSqliteScheduleSource(path)
@@ -383,10 +403,10 @@ async def test_two_schedulers_on_one_sqlite_file(
 
 
 async def test_two_schedulers_on_one_sqlite_file_in_threads(
-    fast_clock: trio.testing.MockClock, tmp_path: Path
+    fast_clock: trio.testing.MockClock, tmp_path: Path, make_broker: MakeBroker
 ) -> None:
     """The same with the real (threaded) source and a clock that does not jump."""
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
     path = tmp_path / "threads.db"
     writer = SqliteScheduleSource(path)
@@ -407,12 +427,12 @@ async def test_two_schedulers_on_one_sqlite_file_in_threads(
 
 
 async def test_restart_with_the_sqlite_source(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, make_broker: MakeBroker
 ) -> None:
     """Schedules survive a restart; without max_schedule_drift the time the scheduler was
     down is not replayed, with it each missed due time is kicked once; a one-off that
     passed while down fires once at the next start."""
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
     path = tmp_path / "state.db"
 
@@ -448,9 +468,11 @@ async def test_restart_with_the_sqlite_source(
     await reopened.shutdown()
 
 
-async def test_drift_bounds_the_backlog(autojump_clock: trio.testing.MockClock) -> None:
+async def test_drift_bounds_the_backlog(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
     """A schedule that allows 3 minutes of drift gets at most 3 minutes replayed."""
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
     source = InMemoryScheduleSource()
     await (
@@ -468,10 +490,12 @@ async def test_drift_bounds_the_backlog(autojump_clock: trio.testing.MockClock) 
 
 
 async def test_a_stalled_scheduler_skips_late_due_times(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    make_broker: MakeBroker,
 ) -> None:
     """While running, a due time reached more than max_schedule_drift late is skipped."""
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
     stall = trio.Event()
 
@@ -493,10 +517,10 @@ async def test_a_stalled_scheduler_skips_late_due_times(
 
 
 async def test_a_zero_drift_schedule_still_fires_when_woken_late(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
 ) -> None:
     """A real scheduler always wakes a little late; the scheduler's own bound applies."""
-    setup = Setup()
+    setup = Setup(make_broker)
     fast = setup.wall
 
     def wall_one_percent_fast() -> pendulum.DateTime:
@@ -516,9 +540,11 @@ async def test_a_zero_drift_schedule_still_fires_when_woken_late(
 # Daylight-saving changes through the scheduler ----------------------------------------
 
 
-async def test_paris_spring_change(autojump_clock: trio.testing.MockClock) -> None:
+async def test_paris_spring_change(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
     """31 March 2024 has no 02:30 in Paris: the daily 02:30 job runs at 03:00 CEST."""
-    setup = Setup(utc(2024, 3, 30, 12))
+    setup = Setup(make_broker, utc(2024, 3, 30, 12))
     setup.task("paris", schedule=[{"cron": "30 2 * * *", "cron_offset": "Europe/Paris"}])
     async with setup.broker, setup.scheduler([LabelScheduleSource(setup.broker)]):
         await trio.sleep(2 * 86400)
@@ -528,9 +554,11 @@ async def test_paris_spring_change(autojump_clock: trio.testing.MockClock) -> No
     ]
 
 
-async def test_paris_autumn_change(autojump_clock: trio.testing.MockClock) -> None:
+async def test_paris_autumn_change(
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
+) -> None:
     """27 October 2024 has 02:30 twice in Paris: the daily 02:30 job runs at both."""
-    setup = Setup(utc(2024, 10, 26, 12))
+    setup = Setup(make_broker, utc(2024, 10, 26, 12))
     setup.task("paris", schedule=[{"cron": "30 2 * * *", "cron_offset": "Europe/Paris"}])
     async with setup.broker, setup.scheduler([LabelScheduleSource(setup.broker)]):
         await trio.sleep(2 * 86400)
@@ -560,9 +588,11 @@ class Broken(ScheduleSource):
 
 
 async def test_a_raising_source_does_not_stop_the_others(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    make_broker: MakeBroker,
 ) -> None:
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
     good = InMemoryScheduleSource()
     await job.schedule_by_cron(good, "* * * * * *", "good")
@@ -584,9 +614,11 @@ async def test_a_raising_source_does_not_stop_the_others(
 
 
 async def test_raising_claims_hooks_and_kicks_skip_one_due_time(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    make_broker: MakeBroker,
 ) -> None:
-    setup = Setup()
+    setup = Setup(make_broker)
     job = setup.task()
 
     class Moody(InMemoryScheduleSource):
@@ -616,11 +648,11 @@ async def test_raising_claims_hooks_and_kicks_skip_one_due_time(
 
 
 async def test_the_actor_is_restarted_with_its_due_times(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, make_broker: MakeBroker
 ) -> None:
     """A crash of the scheduler actor (a bug, here a failing wall clock) restarts it
     under its supervisor; no due time is lost or kicked twice."""
-    setup = Setup()
+    setup = Setup(make_broker)
     setup.task("tick", crontab="* * * * * *")
     wall = setup.wall
     failing = [True]

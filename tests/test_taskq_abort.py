@@ -25,10 +25,12 @@ from actors import (
     TaskTimeoutError,
 )
 
+from .conftest import MakeBroker
 
-async def test_abort_right_after_kiq_wins(autojump_clock: Any) -> None:
+
+async def test_abort_right_after_kiq_wins(autojump_clock: Any, make_broker: MakeBroker) -> None:
     """The task has just been handed to a worker and waits there for a runner."""
-    broker = InMemoryBroker()
+    broker = make_broker()
     started: list[bool] = []
 
     @broker.task
@@ -68,10 +70,10 @@ async def set_once_all_blocked(event: trio.Event) -> None:
 
 
 async def test_a_run_being_aborted_is_not_delivered_again_after_its_worker_restarts(
-    autojump_clock: Any,
+    autojump_clock: Any, make_broker: MakeBroker
 ) -> None:
     crash = CrashAfterShieldedWait()
-    broker = InMemoryBroker().with_middlewares(crash)
+    broker = make_broker().with_middlewares(crash)
     runs: list[str] = []
 
     @broker.task
@@ -94,8 +96,8 @@ async def test_a_run_being_aborted_is_not_delivered_again_after_its_worker_resta
 
 
 @pytest.mark.parametrize("end", ["abort", "timeout"])
-async def test_an_abandoned_sync_run_frees_its_slot(end: str) -> None:
-    broker = InMemoryBroker(sync_tasks_pool_size=1)
+async def test_an_abandoned_sync_run_frees_its_slot(end: str, make_broker: MakeBroker) -> None:
+    broker = make_broker(sync_tasks_pool_size=1)
     entered, leave, left = threading.Event(), threading.Event(), threading.Event()
 
     @broker.task
@@ -129,10 +131,10 @@ async def test_an_abandoned_sync_run_frees_its_slot(end: str) -> None:
 
 
 async def test_beyond_the_bound_of_abandoned_threads_sync_runs_wait(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, make_broker: MakeBroker
 ) -> None:
     """Pool size 1: two threads in all, so with two abandoned ones the next run waits."""
-    broker = InMemoryBroker(sync_tasks_pool_size=1)
+    broker = make_broker(sync_tasks_pool_size=1)
     entered = [threading.Event(), threading.Event()]
     leave = [threading.Event(), threading.Event()]
 

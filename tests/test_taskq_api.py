@@ -44,9 +44,13 @@ from actors import (
     gather,
 )
 
+from .conftest import MakeBroker, cluster_xfail
 
-async def test_kiq_returns_a_handle_whose_result_carries_every_field() -> None:
-    broker = InMemoryBroker()
+
+async def test_kiq_returns_a_handle_whose_result_carries_every_field(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker()
 
     @broker.task("maths:add", team="core")
     async def add(a: int, b: int) -> int:
@@ -131,8 +135,8 @@ async def test_wait_result_timeout(broker: InMemoryBroker, autojump_clock: Any) 
     assert not (await handle.wait_result()).is_err
 
 
-async def test_kicker_labels_task_id_and_broker() -> None:
-    first, second = InMemoryBroker(), InMemoryBroker()
+async def test_kicker_labels_task_id_and_broker(make_broker: MakeBroker) -> None:
+    first, second = make_broker(), make_broker()
 
     @first.task
     async def echo_labels(context: Context = TaskiqDepends()) -> dict[str, Any]:
@@ -251,8 +255,10 @@ def settings(conn: str = TaskiqDepends(connection)) -> dict[str, str]:
     return {"conn": conn}
 
 
-async def test_dependencies_state_context_and_teardown() -> None:
-    broker = InMemoryBroker()
+async def test_dependencies_state_context_and_teardown(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker()
     events.clear()
 
     @broker.on_event(TaskiqEvents.WORKER_STARTUP)
@@ -296,9 +302,9 @@ async def test_progress_is_visible_while_the_task_runs(broker: InMemoryBroker) -
     assert await handle == "done"
 
 
-async def test_events_fire_in_lifecycle_order() -> None:
+async def test_events_fire_in_lifecycle_order(make_broker: MakeBroker) -> None:
     fired: list[str] = []
-    broker = InMemoryBroker()
+    broker = make_broker()
     for event in TaskiqEvents:
 
         def record(state: TaskiqState, name: str = event.value) -> None:
@@ -311,7 +317,7 @@ async def test_events_fire_in_lifecycle_order() -> None:
     assert fired[2:] == ["client_shutdown", "worker_shutdown"]
 
 
-async def test_every_middleware_hook_runs_in_order() -> None:
+async def test_every_middleware_hook_runs_in_order(make_broker: MakeBroker) -> None:
     calls: list[str] = []
 
     class Recorder(TaskiqMiddleware):
@@ -344,7 +350,7 @@ async def test_every_middleware_hook_runs_in_order() -> None:
         def post_save(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
             calls.append("post_save")
 
-    broker = InMemoryBroker().with_middlewares(Recorder())
+    broker = make_broker().with_middlewares(Recorder())
 
     @broker.task
     async def boom() -> None:
@@ -366,8 +372,10 @@ async def test_every_middleware_hook_runs_in_order() -> None:
     ]
 
 
-async def test_simple_retry_reuses_the_task_id_and_counts_tries() -> None:
-    broker = InMemoryBroker().with_middlewares(SimpleRetryMiddleware(default_retry_count=3))
+async def test_simple_retry_reuses_the_task_id_and_counts_tries(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker().with_middlewares(SimpleRetryMiddleware(default_retry_count=3))
     attempts: list[str] = []
 
     @broker.task(retry_on_error=True)
@@ -384,8 +392,10 @@ async def test_simple_retry_reuses_the_task_id_and_counts_tries() -> None:
     assert attempts == [handle.task_id] * 3
 
 
-async def test_simple_retry_gives_up_after_max_retries() -> None:
-    broker = InMemoryBroker().with_middlewares(SimpleRetryMiddleware())
+async def test_simple_retry_gives_up_after_max_retries(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker().with_middlewares(SimpleRetryMiddleware())
     runs = 0
 
     @broker.task(retry_on_error=True, max_retries=2)
@@ -400,9 +410,9 @@ async def test_simple_retry_gives_up_after_max_retries() -> None:
     assert result.is_err and str(result.error) == "run 2"
 
 
-async def test_smart_retry_waits_its_delay(autojump_clock: Any) -> None:
+async def test_smart_retry_waits_its_delay(autojump_clock: Any, make_broker: MakeBroker) -> None:
     middleware = SmartRetryMiddleware(default_delay=2, use_delay_exponent=True)
-    broker = InMemoryBroker().with_middlewares(middleware)
+    broker = make_broker().with_middlewares(middleware)
     started: list[float] = []
 
     @broker.task(retry_on_error=True)
@@ -424,9 +434,11 @@ class Point:
     y: int
 
 
-async def test_cast_types_structures_arguments_with_cattrs() -> None:
+async def test_cast_types_structures_arguments_with_cattrs(
+    make_broker: MakeBroker,
+) -> None:
     for cast_types, expected in ((True, "Point"), (False, "dict")):
-        broker = InMemoryBroker(cast_types=cast_types)
+        broker = make_broker(cast_types=cast_types)
 
         @broker.task
         async def kind(point: Point, count: int) -> list[str]:
@@ -439,8 +451,8 @@ async def test_cast_types_structures_arguments_with_cattrs() -> None:
 
 
 @pytest.mark.parametrize("serializer", [MsgpackSerializer(), PickleSerializer()])
-async def test_other_serializers(serializer: Any) -> None:
-    broker = InMemoryBroker().with_serializer(serializer)
+async def test_other_serializers(serializer: Any, make_broker: MakeBroker) -> None:
+    broker = make_broker().with_serializer(serializer)
 
     @broker.task
     async def double(values: list[int]) -> list[int]:
@@ -478,8 +490,10 @@ async def test_unknown_task_name_is_refused(broker: InMemoryBroker) -> None:
         await kicker.kiq()
 
 
-async def test_kicking_a_stopped_broker_is_a_clear_error() -> None:
-    broker = InMemoryBroker()
+async def test_kicking_a_stopped_broker_is_a_clear_error(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker()
 
     @broker.task
     async def nothing() -> None:
@@ -499,8 +513,10 @@ async def test_timeout_label_ends_the_run(broker: InMemoryBroker, autojump_clock
     assert isinstance(result.error, TimeoutError)
 
 
-async def test_sync_tasks_run_in_a_bounded_thread_pool() -> None:
-    broker = InMemoryBroker(sync_tasks_pool_size=2)
+async def test_sync_tasks_run_in_a_bounded_thread_pool(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker(sync_tasks_pool_size=2)
     lock = threading.Lock()
     running = peak = 0
     pair = threading.Barrier(2, timeout=5)  # two threads must be inside at once
@@ -523,8 +539,10 @@ async def test_sync_tasks_run_in_a_bounded_thread_pool() -> None:
     assert threading.main_thread().name not in names
 
 
-async def test_max_async_tasks_bounds_concurrency(autojump_clock: Any) -> None:
-    broker = InMemoryBroker(max_async_tasks=3)
+async def test_max_async_tasks_bounds_concurrency(
+    autojump_clock: Any, make_broker: MakeBroker
+) -> None:
+    broker = make_broker(max_async_tasks=3)
     running = peak = 0
 
     @broker.task
@@ -542,8 +560,10 @@ async def test_max_async_tasks_bounds_concurrency(autojump_clock: Any) -> None:
     assert peak == 3
 
 
-async def test_runs_that_block_all_start_at_once(autojump_clock: Any) -> None:
-    broker = InMemoryBroker(max_async_tasks=40)
+async def test_runs_that_block_all_start_at_once(
+    autojump_clock: Any, make_broker: MakeBroker
+) -> None:
+    broker = make_broker(max_async_tasks=40)
     started: list[float] = []
 
     @broker.task
@@ -569,8 +589,15 @@ class _StepCounter(trio.abc.Instrument):
         self.steps += 1
 
 
-async def test_runs_that_never_block_need_no_wakeup_each() -> None:
-    broker = InMemoryBroker(max_async_tasks=30)
+async def test_runs_that_never_block_need_no_wakeup_each(
+    make_broker: MakeBroker, request: pytest.FixtureRequest
+) -> None:
+    cluster_xfail(
+        request,
+        "each message crossing a link takes task steps of the link tasks; this "
+        "counts the in-process runners' wake-ups only",
+    )
+    broker = make_broker(max_async_tasks=30)
 
     @broker.task
     async def quick() -> None:
@@ -588,8 +615,15 @@ async def test_runs_that_never_block_need_no_wakeup_each() -> None:
     assert counter.steps <= 15
 
 
-async def test_dummy_backend_still_pushes_to_present_waiters() -> None:
-    broker = InMemoryBroker().with_result_backend(DummyResultBackend())
+async def test_dummy_backend_still_pushes_to_present_waiters(
+    make_broker: MakeBroker, request: pytest.FixtureRequest
+) -> None:
+    cluster_xfail(
+        request,
+        "the result backend is the hub's (open_hub(result_backend=...)); "
+        "with_result_backend on a client does not reach it",
+    )
+    broker = make_broker().with_result_backend(DummyResultBackend())
 
     @broker.task
     async def value() -> int:
@@ -605,8 +639,10 @@ async def test_dummy_backend_still_pushes_to_present_waiters() -> None:
             await handle.wait_result()  # a late waiter is told, it does not hang
 
 
-async def test_waiting_for_an_evicted_result_is_an_error_not_a_hang() -> None:
-    broker = InMemoryBroker(max_stored_results=2, max_async_tasks=1)
+async def test_waiting_for_an_evicted_result_is_an_error_not_a_hang(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker(max_stored_results=2, max_async_tasks=1)
 
     @broker.task
     async def value(x: int) -> int:
@@ -646,9 +682,16 @@ class DictBackend(AsyncResultBackend[Any]):
         return self.progress.get(task_id)
 
 
-async def test_a_users_backend_plugs_in_unchanged() -> None:
+async def test_a_users_backend_plugs_in_unchanged(
+    make_broker: MakeBroker, request: pytest.FixtureRequest
+) -> None:
+    cluster_xfail(
+        request,
+        "the hub keeps results encoded (EncodedResult), and result backends take "
+        "TaskiqResult objects; a backend API for encoded results is missing",
+    )
     backend = DictBackend()
-    broker = InMemoryBroker().with_result_backend(backend)
+    broker = make_broker().with_result_backend(backend)
 
     @broker.task
     async def square(x: int) -> int:
@@ -660,8 +703,10 @@ async def test_a_users_backend_plugs_in_unchanged() -> None:
     assert backend.results[handle.task_id].return_value == 81
 
 
-async def test_propagate_exceptions_false_keeps_the_error_out_of_the_result() -> None:
-    broker = InMemoryBroker(propagate_exceptions=False)
+async def test_propagate_exceptions_false_keeps_the_error_out_of_the_result(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker(propagate_exceptions=False)
 
     @broker.task
     async def fails() -> None:
@@ -672,8 +717,10 @@ async def test_propagate_exceptions_false_keeps_the_error_out_of_the_result() ->
     assert result.is_err and result.error is None
 
 
-async def test_await_inplace_returns_after_the_task_ran() -> None:
-    broker = InMemoryBroker(await_inplace=True)
+async def test_await_inplace_returns_after_the_task_ran(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker(await_inplace=True)
 
     @broker.task
     async def quick() -> int:
@@ -700,14 +747,16 @@ async def test_wait_all_waits_for_every_kicked_task(
     assert sorted(done) == list(range(20))
 
 
-async def test_async_shared_broker_kicks_through_the_default_broker() -> None:
+async def test_async_shared_broker_kicks_through_the_default_broker(
+    make_broker: MakeBroker,
+) -> None:
     @async_shared_broker.task("shared:triple")
     async def triple(x: int) -> int:
         return 3 * x
 
     with pytest.raises(SharedBrokerSendTaskError):
         await triple.kiq(1)
-    broker = InMemoryBroker()
+    broker = make_broker()
     async_shared_broker.default_broker(broker)
     try:
         async with broker:
@@ -732,8 +781,8 @@ async def test_a_crashing_task_does_not_stop_the_broker(broker: InMemoryBroker) 
     assert [result.return_value for result in results] == [None, 10, 5]
 
 
-def test_tasks_are_plain_callables_outside_trio() -> None:
-    broker = InMemoryBroker()
+def test_tasks_are_plain_callables_outside_trio(make_broker: MakeBroker) -> None:
+    broker = make_broker()
 
     @broker.task
     def add(a: int, b: int) -> int:

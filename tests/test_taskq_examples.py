@@ -115,3 +115,14 @@ def test_every_task_queue_example_has_a_docstring_and_main(name: str) -> None:
     text = (ROOT / "examples" / f"{name}.py").read_text()
     assert text.startswith('"""'), "module docstring says what the example shows"
     assert 'if __name__ == "__main__":\n    trio.run(main)' in text
+
+
+def test_the_cluster_example_runs_a_hub_two_workers_and_a_client() -> None:
+    out = run_example("cluster/run")
+    assert re.search(r"hub listening at ws://127\.0\.0\.1:\d+", out)
+    assert out.count("serving 3 tasks") == 2
+    assert "add(1, 2) = 3" in out
+    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49]" in out
+    assert "worker processes used: 2" in out
+    assert "fails(): ValueError: raised on a worker, seen by the client" in out
+    assert "stopped: hub and 2 workers" in out

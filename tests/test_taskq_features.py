@@ -26,6 +26,9 @@ from actors import (
     TaskiqResult,
     TaskStatus,
 )
+from actors.client import ActorBroker
+
+from .conftest import MakeBroker
 
 EPOCH = pendulum.datetime(2026, 3, 1, 12, 0, 0, tz="UTC")
 
@@ -36,9 +39,9 @@ def trio_wall_clock() -> pendulum.DateTime:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[InMemoryBroker]:
+async def broker(make_broker: MakeBroker) -> AsyncIterator[ActorBroker]:
     """One worker slot, so tests decide what waits in the queue."""
-    the_broker = InMemoryBroker(max_async_tasks=1, wall_clock=trio_wall_clock)
+    the_broker = make_broker(max_async_tasks=1, wall_clock=trio_wall_clock)
     async with the_broker:
         yield the_broker
 
@@ -97,9 +100,11 @@ class CountingSerializer(JSONSerializer):
         return super().loadb(data)
 
 
-async def test_status_does_not_decode_the_arguments(autojump_clock: Any) -> None:
+async def test_status_does_not_decode_the_arguments(
+    autojump_clock: Any, make_broker: MakeBroker
+) -> None:
     serializer = CountingSerializer()
-    broker = InMemoryBroker().with_serializer(serializer)
+    broker = make_broker().with_serializer(serializer)
 
     @broker.task
     async def later(payload: list[int]) -> None:
@@ -155,8 +160,8 @@ async def test_abort_a_running_async_task_cancels_its_scope(broker: InMemoryBrok
     assert await (await after_it.kiq()) == "next"  # the slot was given back
 
 
-async def test_abort_a_running_sync_task_abandons_its_thread() -> None:
-    broker = InMemoryBroker(max_async_tasks=1)
+async def test_abort_a_running_sync_task_abandons_its_thread(make_broker: MakeBroker) -> None:
+    broker = make_broker(max_async_tasks=1)
     entered, leave, left = threading.Event(), threading.Event(), threading.Event()
 
     @broker.task
@@ -176,7 +181,8 @@ async def test_abort_a_running_sync_task_abandons_its_thread() -> None:
         assert not left.is_set()  # the abort did not wait for the thread
         leave.set()
         assert await trio.to_thread.run_sync(left.wait, 5)
-    assert (await broker.result_backend.get_result(handle.task_id)).is_err
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await handle.get_result()).is_err  # the thread's late value was dropped
 
 
 async def test_abort_that_comes_while_a_run_is_shielded_lets_it_finish(
@@ -402,8 +408,10 @@ async def test_otherwise_runs_only_when_the_parent_fails(broker: InMemoryBroker)
     assert await (await failing.otherwise(fallback)) == 0.0
 
 
-async def test_after_waits_for_every_dependency(autojump_clock: Any) -> None:
-    broker_wide = InMemoryBroker(max_async_tasks=10)
+async def test_after_waits_for_every_dependency(
+    autojump_clock: Any, make_broker: MakeBroker
+) -> None:
+    broker_wide = make_broker(max_async_tasks=10)
     order: list[str] = []
 
     @broker_wide.task
@@ -617,8 +625,10 @@ class CrashOnce(TaskiqMiddleware):
             raise RuntimeError("middleware bug")
 
 
-async def test_a_crashed_worker_is_restarted_and_its_tasks_delivered_again() -> None:
-    broker = InMemoryBroker().with_middlewares(CrashOnce())
+async def test_a_crashed_worker_is_restarted_and_its_tasks_delivered_again(
+    make_broker: MakeBroker,
+) -> None:
+    broker = make_broker().with_middlewares(CrashOnce())
     attempts: list[str] = []
 
     @broker.task

@@ -1,0 +1,96 @@
+"""The hub: the task queue's broker and result store actors on a node that listens.
+
+Clients (:class:`~actors.websocket_broker.WebSocketBroker`) and worker nodes
+(:mod:`actors.worker_node`) dial it. It runs no user code: task arguments stay the
+bytes the client's formatter made, results the bytes the worker encoded; the error
+results it makes itself (aborted, expired, a failed dependency) it encodes with
+``serializer``, which must be the one the clients use.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .backends.results import AsyncResultBackend, InmemoryResultBackend
+from .broker import BrokerActor, BrokerState, WallClock
+from .result import utc_now
+from .results import ResultStore
+from .runtime import ChildSpec, Node, Supervisor
+from .serializers import JSONSerializer, TaskiqSerializer
+
+__all__ = ["BROKER_ACTOR", "HUB_NODE", "STORE_ACTOR", "open_hub", "serve_hub", "transport_for"]
+
+#: The hub's node name, and its actors' names: how clients and workers address them.
+HUB_NODE = "hub"
+BROKER_ACTOR = "taskq.broker"
+STORE_ACTOR = "taskq.results"
+
+
+def transport_for(name: str, secret: bytes | str | None, ssl_context: ssl.SSLContext | None) -> Any:
+    """A websocket transport with TLS when an ``ssl_context`` is given, else None (the
+    node picks its transport from the address)."""
+    if ssl_context is None:
+        return None
+    from transports.websocket import WebSocketTransport
+
+    key = secret.encode() if isinstance(secret, str) else secret
+    return WebSocketTransport(name, key, ssl_context=ssl_context)
+
+
+@asynccontextmanager
+async def open_hub(
+    listen: str,
+    *,
+    secret: bytes | str | None = None,
+    serializer: TaskiqSerializer | None = None,
+    result_backend: AsyncResultBackend[Any] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    name: str = HUB_NODE,
+    wall_clock: WallClock = utc_now,
+) -> AsyncIterator[Node]:
+    """Run a hub for the block; ``node.address`` is where it listens.
+
+    ``result_backend`` keeps the results, encoded (default: the last 10,000 in memory).
+    """
+    backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
+        max_stored_results=10_000
+    )
+    encode_with = serializer or JSONSerializer()
+    state = BrokerState()
+    transport = transport_for(name, secret, ssl_context)
+    await backend.startup()
+    try:
+        async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:
+
+            def broker() -> BrokerActor:
+                return BrokerActor(state, node.ref(STORE_ACTOR), wall_clock, encode_with)
+
+            children = [
+                ChildSpec(STORE_ACTOR, lambda: ResultStore(backend)),
+                ChildSpec(BROKER_ACTOR, broker),
+            ]
+            await node.spawn_supervisor(
+                lambda: Supervisor(children, strategy="rest_for_one", max_restarts=10, within=5.0),
+                name="taskq",
+            )
+            yield node
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.shutdown()
+
+
+async def serve_hub(
+    listen: str,
+    *,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Run a hub until cancelled; ``await nursery.start(serve_hub, ...)`` gives its node."""
+    async with open_hub(listen, **options) as node:
+        task_status.started(node)
+        await trio.sleep_forever()

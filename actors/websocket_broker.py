@@ -1,0 +1,211 @@
+"""The client of a cluster: a broker whose queue and results live on a hub.
+
+``WebSocketBroker(url)`` runs a node of its own that dials the hub (``ws://``,
+``wss://`` or ``local://`` in one process) and sends the same messages
+:class:`~actors.inmemory.InMemoryBroker` sends to its own actors. Tasks declared on it
+run on worker nodes (:mod:`actors.worker_node`) that import the same broker object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import math
+import ssl
+import uuid
+from typing import Any, Self
+
+import attrs
+import trio
+
+from .client import ActorBroker
+from .events import TaskiqEvents
+from .exceptions import SendTaskError
+from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
+from .protocol import Accepted, BrokerMessage, Kick
+from .result import TaskiqResult
+from .runtime import Actor, ActorError, Node
+from .wire import WireError
+
+__all__ = ["ACKS_ACTOR", "WebSocketBroker"]
+
+log = logging.getLogger("actors.websocket_broker")
+
+#: The client's actor the hub acknowledges kicks to (a random suffix per start).
+ACKS_ACTOR = "taskq.acks"
+
+_TIMES = (datetime.timedelta, datetime.date)
+
+
+def _plain(value: Any) -> Any:
+    """A label value as data that crosses a link and that the label readers accept:
+    seconds for a timedelta, ISO text for a date or datetime (naive means UTC)."""
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+class WebSocketBroker(ActorBroker):
+    """taskiq's broker API over a link to a hub.
+
+    Args:
+        url: The hub's address.
+        secret: The cluster's shared secret (the hub's).
+        ssl_context: For ``wss://``: the context that checks the hub's certificate.
+        connect_timeout: How long a kick waits for the link to the hub before it
+            raises ``SendTaskError``.
+        hub: The hub's node name.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: bytes | str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        hand_over_timeout: float = 10.0,
+        hub: str = HUB_NODE,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.secret = secret
+        self.ssl_context = ssl_context
+        self.connect_timeout = connect_timeout
+        self.hand_over_timeout = hand_over_timeout
+        self.hub = hub
+        self._node: Node | None = None
+        self._attached: Node | None = None
+        self._as_worker = False
+        #: Kicks the hub has not acknowledged yet, oldest first: resent after a reconnect.
+        self._unacked: dict[str, BrokerMessage] = {}
+        self._all_acked = trio.Event()
+
+    def attach(self, node: Node, *, worker: bool = False) -> Self:
+        """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
+        this is a worker process, so starting fires the ``WORKER_*`` events."""
+        self._attached = node
+        self._as_worker = worker
+        return self
+
+    @property
+    def node(self) -> Node | None:
+        """The node this broker sends through, while it runs."""
+        return self._node
+
+    def _startup_events(self) -> list[TaskiqEvents]:
+        return [TaskiqEvents.WORKER_STARTUP if self._as_worker else TaskiqEvents.CLIENT_STARTUP]
+
+    def _shutdown_events(self) -> list[TaskiqEvents]:
+        return [TaskiqEvents.WORKER_SHUTDOWN if self._as_worker else TaskiqEvents.CLIENT_SHUTDOWN]
+
+    async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
+        node = self._attached
+        if node is None:
+            name = f"client-{uuid.uuid4().hex[:12]}"  # unique per process and start
+            transport = transport_for(name, self.secret, self.ssl_context)
+            node = await stack.enter_async_context(
+                Node.open(name, connect=[self.url], secret=self.secret, transport=transport)
+            )
+        self._node = node
+        self._broker_ref = node.ref(BROKER_ACTOR, node=self.hub)
+        self._store_ref = node.ref(STORE_ACTOR, node=self.hub)
+        stack.callback(self._forget_actors)
+        acks = await node.spawn(lambda: _Acks(self), name=f"{ACKS_ACTOR}-{uuid.uuid4().hex[:8]}")
+        self._ack_to = acks.name
+        stack.push_async_callback(node.root.stop_child, acks.name)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        nursery.start_soon(self._resend_after_reconnects, node)
+        stack.push_async_callback(self._hand_over)
+
+    async def _resend_after_reconnects(self, node: Node) -> None:
+        await node.wait_for_peer(self.hub, timeout=math.inf)  # kicks wait for the first
+        while True:
+            await node.wait_for_peer_lost(self.hub, timeout=math.inf)
+            await node.wait_for_peer(self.hub, timeout=math.inf)
+            broker = self._broker_ref
+            for message in list(self._unacked.values()):
+                if broker is None:
+                    return
+                try:
+                    await broker.tell(Kick(message, node.name, self._ack_to, resend=True))
+                except ActorError:
+                    break  # lost again: the next link-up resends
+
+    def _accepted(self, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            self._unacked.pop(task_id, None)
+        if not self._unacked:
+            self._all_acked.set()
+
+    async def _hand_over(self) -> None:
+        """On shutdown: wait (``hand_over_timeout`` at most) until the hub has accepted
+        every kick, and say which it has not."""
+        if self._unacked:
+            with trio.move_on_after(self.hand_over_timeout):
+                await self._all_acked.wait()
+        if self._unacked:
+            log.warning(
+                "the hub at %s did not accept %d kicked tasks: %s",
+                self.url,
+                len(self._unacked),
+                ", ".join(self._unacked),
+            )
+            self._unacked.clear()
+
+    def _forget_actors(self) -> None:
+        self._node = self._attached = self._broker_ref = self._store_ref = None
+        self._as_worker = False
+
+    async def _linked(self) -> bool:
+        """Whether the hub is linked, waiting for it at most ``connect_timeout`` seconds."""
+        node = self._node
+        if node is None or self.hub in node.peers:
+            return True  # not running: the call fails with the usual BrokerError
+        with trio.move_on_after(self.connect_timeout):
+            await node.wait_for_peer(self.hub, timeout=math.inf)
+            return True
+        return False
+
+    async def kick(self, message: BrokerMessage) -> str:
+        labels = message.labels
+        if any(isinstance(value, _TIMES) for value in labels.values()):
+            message = attrs.evolve(message, labels={k: _plain(v) for k, v in labels.items()})
+        if not await self._linked():
+            raise SendTaskError(
+                f"task {message.task_id} was not sent: no link to the hub at {self.url} "
+                f"within {self.connect_timeout}s (is it running, with the same secret?)"
+            )
+        node, broker = self._node, self._broker_ref
+        if node is None or broker is None or message.labels.get("unique") or self.await_inplace:
+            return await super().kick(message)  # an ask: its answer is the acknowledgement
+        task_id = message.task_id
+        if not self._unacked:
+            self._all_acked = trio.Event()
+        self._unacked[task_id] = message
+        try:
+            await broker.tell(Kick(message, node.name, self._ack_to))
+        except WireError as exc:
+            self._accepted([task_id])
+            raise SendTaskError(f"task {task_id} was not accepted: {exc}") from exc
+        except ActorError:
+            pass  # the link just went: it is resent when it is back
+        return task_id
+
+    async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
+        await self._linked()  # if it is not, the store's ref says so (ResultGetError)
+        return await super().wait_result(task_id)
+
+
+class _Acks(Actor[Accepted]):
+    """Takes the hub's acknowledgements of this client's kicks."""
+
+    def __init__(self, broker: WebSocketBroker) -> None:
+        self.broker = broker
+
+    async def receive(self, message: Accepted) -> None:
+        self.broker._accepted(message.task_ids)

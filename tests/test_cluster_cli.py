@@ -1,0 +1,145 @@
+"""``actors hub`` and ``actors worker`` as real processes, with a client in this one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from actors import WebSocketBroker
+from actors.hub import open_hub
+
+from .programs import ROOT, program_env
+from .test_remote import Lines
+
+SECRET = "a secret from the environment"
+
+TASKS = textwrap.dedent(
+    """
+    import os
+
+    from actors import WebSocketBroker
+
+    broker = WebSocketBroker(os.environ["HUB_URL"], secret="not the one the cli reads")
+
+
+    @broker.task("add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+    """
+)
+
+
+@asynccontextmanager
+async def command(
+    *args: str, env: dict[str, str], stop: bool = True
+) -> AsyncIterator[tuple[trio.Process, Lines]]:
+    """``actors ARGS`` in a subprocess; with ``stop``, stopped with SIGTERM on exit,
+    which must end it with status 0 (else killed)."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "actors.cli", *args],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        yield process, Lines(process.stdout)
+        if stop:
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                assert await process.wait() == 0
+    finally:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+            await process.stdout.aclose()
+
+
+async def test_a_hub_and_a_worker_process_serve_a_client(tmp_path: Path) -> None:
+    (tmp_path / "cluster_tasks.py").write_text(TASKS)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    env = program_env(tmp_path) | {"ACTORS_SECRET": SECRET}
+    async with command("hub", "--listen", "ws://127.0.0.1:0", env=env) as (_, hub_lines):
+        with trio.fail_after(30):
+            line = await hub_lines.next()
+        assert line.startswith("hub listening at ws://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1]
+        worker_env = program_env(tmp_path) | {"HUB_URL": url}  # the secret from a file
+        worker_args = ["--workers", "2", "--max-async-tasks", "5", "--secret-file"]
+        async with command(
+            "worker", "cluster_tasks:broker", *worker_args, str(secret_file), env=worker_env
+        ) as (_, worker_lines):
+            with trio.fail_after(30):
+                assert "serving 1 tasks" in await worker_lines.next()
+            client = WebSocketBroker(url, secret=SECRET)
+
+            @client.task("add")
+            async def add(a: int, b: int) -> int:
+                raise AssertionError("runs in the worker process, not here")
+
+            async with client:
+                with trio.fail_after(30):
+                    results = [await (await add.kiq(i, i)).wait_result() for i in range(5)]
+    assert [result.return_value for result in results] == [0, 2, 4, 6, 8]
+    assert all(result.worker_id and result.worker_id.startswith("worker-") for result in results)
+
+
+STALLING_TASKS = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    import trio
+
+    from actors import WebSocketBroker
+
+    broker = WebSocketBroker(os.environ["HUB_URL"])
+    MARK = Path(os.environ["MARK"])
+
+
+    @broker.task("stall_once")
+    async def stall_once() -> str:
+        if not MARK.exists():
+            MARK.write_text("started")
+            await trio.sleep_forever()  # this worker process is killed meanwhile
+        return "done"
+    """
+)
+
+
+async def test_the_runs_of_a_killed_worker_process_go_to_another(tmp_path: Path) -> None:
+    (tmp_path / "stalling_tasks.py").write_text(STALLING_TASKS)
+    mark = tmp_path / "started"
+    async with open_hub("ws://127.0.0.1:0") as hub:
+        assert hub.address is not None
+        env = program_env(tmp_path) | {"HUB_URL": hub.address, "MARK": str(mark)}
+        client = WebSocketBroker(hub.address)
+
+        @client.task("stall_once")
+        async def stall_once() -> str:
+            raise AssertionError("runs in a worker process")
+
+        async with client:
+            async with command("worker", "stalling_tasks:broker", env=env, stop=False) as (
+                first,
+                lines,
+            ):
+                with trio.fail_after(30):
+                    await lines.next()
+                    handle = await stall_once.kiq()
+                    while not mark.exists():
+                        await trio.sleep(0.05)
+                first.kill()  # SIGKILL: no goodbye on the link
+            async with command("worker", "stalling_tasks:broker", env=env) as (_, lines):
+                with trio.fail_after(30):
+                    await lines.next()
+                    result = await handle.wait_result()
+    assert result.return_value == "done" and result.tries == 2

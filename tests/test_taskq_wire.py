@@ -1,0 +1,138 @@
+"""The task queue's messages and replies cross a link: each encodes with the wire's
+stable tags and comes back equal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import msgpack
+import pendulum
+import pytest
+
+from actors import protocol, wire
+from actors.exceptions import RemoteTaskError, ResultGetError, TaskAbortedError
+from actors.lifecycle import TaskStatus
+from actors.protocol import (
+    Abort,
+    Accepted,
+    BrokerMessage,
+    CancelRun,
+    CopyResult,
+    Drain,
+    EncodedResult,
+    Enqueue,
+    Finished,
+    GetProgress,
+    GetResult,
+    Inspect,
+    IsReady,
+    Kick,
+    LiveTask,
+    NodeLost,
+    NoResult,
+    Run,
+    RunEnded,
+    Runs,
+    SetProgress,
+    Status,
+    StatusReply,
+    StopWaiting,
+    StoreResult,
+    Tick,
+    WaitResult,
+    WorkerReady,
+    WorkerTasks,
+)
+from actors.result import TaskiqResult, TaskProgress, result_to_wire
+from actors.results import open_result
+from actors.serializers import JSONSerializer
+
+NOW = pendulum.datetime(2026, 1, 2, 3, 4, 5, tz="Europe/Paris")
+KICKED = BrokerMessage("t1", "tasks:add", b'{"args": [1, 2]}', {"priority": 3, "retry": True})
+
+SAMPLES: list[Any] = [
+    KICKED,
+    Enqueue(KICKED),
+    Kick(KICKED, "client-1", "taskq.acks-1", resend=True),
+    Accepted(["t1", "t2"]),
+    WorkerReady("worker-1", "taskq.worker-0", "w0", 30, 2, ["tasks:add"]),
+    WorkerTasks("w0", ["tasks:add", "tasks:mul"]),
+    RunEnded("t1", "again", delay=1.5, labels={"x": 1}, delivery=3),
+    Finished("w0", [RunEnded("t1", "done", is_err=True), RunEnded("t2", "aborted")]),
+    Tick(),
+    NodeLost("worker-1"),
+    Abort("t1"),
+    Inspect("t1"),
+    LiveTask(KICKED, 2, TaskStatus.SCHEDULED, NOW, NOW.add(seconds=5), ["a"], ["b", "c"]),
+    LiveTask(KICKED, 0, TaskStatus.QUEUED, NOW, None, [], []),
+    Status("t1"),
+    StatusReply(TaskStatus.RUNNING),
+    StatusReply(None),
+    Drain(),
+    Run(KICKED, 1, NOW),
+    Runs([Run(KICKED, 1, NOW)], 4),
+    CancelRun("t1"),
+    StoreResult("t1", EncodedResult(b"\x00bytes", is_err=False), ttl=2.5),
+    StoreResult("t1", None),
+    EncodedResult(b"data", is_err=True),
+    NoResult("task t1 ended without a result"),
+    CopyResult("t1", "t2", None),
+    WaitResult("t1", "waiter-1"),
+    StopWaiting("t1", "waiter-1"),
+    GetResult("t1", with_logs=True),
+    IsReady("t1"),
+    SetProgress("t1", TaskProgress(progress=0.5, current=1, total=2, meta={"k": [1]})),
+    GetProgress("t1"),
+    TaskProgress(progress=1.0, status="DONE"),
+]
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda message: type(message).__name__)
+def test_each_message_round_trips_through_the_wire_under_a_stable_tag(message: Any) -> None:
+    body = wire.encode_value(message)
+    assert wire.decode_value(body) == message
+    assert msgpack.unpackb(body)[0] == f"taskq.{type(message).__name__}"
+
+
+def test_every_protocol_class_has_a_sample() -> None:
+    classes = {
+        cls
+        for cls in vars(protocol).values()
+        if isinstance(cls, type) and attrs.has(cls) and cls.__module__ == protocol.__name__
+    }
+    assert classes <= {type(message) for message in SAMPLES}
+
+
+def test_a_result_object_does_not_cross_a_link() -> None:
+    """Results with exception objects cross only encoded (the hub never decodes them)."""
+    result = TaskiqResult(is_err=True, return_value=None, error=ValueError("x"), task_id="t1")
+    with pytest.raises(wire.WireError):
+        wire.encode_value(StoreResult("t1", result))
+
+
+def test_an_encoded_result_opens_on_the_client_with_its_error() -> None:
+    serializer = JSONSerializer()
+    error = TaskAbortedError("task t1 was aborted")
+    result = TaskiqResult(is_err=True, return_value=None, error=error, task_id="t1")
+    crossed = wire.decode_value(
+        wire.encode_value(EncodedResult(result_to_wire(result, serializer), True))
+    )
+    opened = open_result(crossed, "t2", serializer)
+    assert opened.task_id == "t2"  # copied under a second id (``otherwise``)
+    assert isinstance(opened.error, TaskAbortedError)
+    assert str(opened.error) == "task t1 was aborted"
+
+
+def test_an_error_type_the_client_cannot_import_opens_as_a_remote_task_error() -> None:
+    serializer = JSONSerializer()
+    stored = TaskiqResult(is_err=True, return_value=None, error=ValueError("boom"), task_id="t1")
+    data = serializer.loadb(result_to_wire(stored, serializer))
+    data["error"]["module"] = "tasks_only_on_the_worker"
+    encoded = EncodedResult(serializer.dumpb(data), True)
+    assert isinstance(open_result(encoded, "t1", serializer).error, RemoteTaskError)
+
+
+def test_no_result_opens_as_taskiqs_error() -> None:
+    with pytest.raises(ResultGetError, match="ended without a result"):
+        open_result(NoResult("task t1 ended without a result"), "t1", JSONSerializer())
