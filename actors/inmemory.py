@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable
 from typing import Self
 
+from .actor_broker import ActorBroker
 from .backends.results import InmemoryResultBackend
 from .broker import BrokerActor, BrokerState, WallClock
-from .client import ActorBroker
 from .events import TaskiqEvents
 from .result import utc_now
 from .results import ResultStore

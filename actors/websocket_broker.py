@@ -19,7 +19,7 @@ from typing import Any, Self
 import attrs
 import trio
 
-from .client import ActorBroker
+from .actor_broker import ActorBroker
 from .events import TaskiqEvents
 from .exceptions import SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for

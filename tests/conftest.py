@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from actors import InMemoryBroker, InmemoryResultBackend, WebSocketBroker
-from actors.client import ActorBroker
+from actors.actor_broker import ActorBroker
 from actors.hub import open_hub
 from actors.worker_node import open_worker_node
 

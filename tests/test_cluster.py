@@ -33,7 +33,7 @@ from actors import (
     TaskStatus,
     WebSocketBroker,
 )
-from actors.client import ActorBroker
+from actors.actor_broker import ActorBroker
 from actors.hub import BROKER_ACTOR, open_hub, serve_hub
 from actors.protocol import Kick
 from actors.worker_node import open_worker_node

@@ -26,7 +26,7 @@ from actors import (
     TaskiqResult,
     TaskStatus,
 )
-from actors.client import ActorBroker
+from actors.actor_broker import ActorBroker
 
 from .conftest import MakeBroker
 
