@@ -174,6 +174,19 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
     )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        help="seconds between pings on each link (default 5)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a ping waits for its pong before the link is dropped and a hung "
+        "worker's runs go to others (default 15)",
+    )
     _secret_arguments(parser)
 
 
@@ -184,6 +197,8 @@ def _hub_command(args: argparse.Namespace) -> int:
 
     secret = _secret(args)
     ssl_context = _tls(args.certfile, args.keyfile, None)
+    if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
+        raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
 
     async def run() -> None:
         async with open_hub(
@@ -192,6 +207,7 @@ def _hub_command(args: argparse.Namespace) -> int:
             serializer=serializer_by_name(args.serializer),
             result_backend=InmemoryResultBackend(args.max_stored_results),
             ssl_context=ssl_context,
+            heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
             await trio.sleep_forever()
