@@ -6,7 +6,9 @@ comes from ``$ACTORS_SECRET`` or ``--secret-file``, never from the command line 
 
 ``actors scheduler MODULE:SCHEDULER [TASK_MODULE ...]`` imports the user's
 :class:`~actors.scheduler.TaskiqScheduler` (and any modules that register tasks), starts
-its broker and runs the scheduler until SIGINT or SIGTERM, then exits 0.
+its broker and runs the scheduler until SIGINT or SIGTERM, then exits 0. When that
+broker is a ``WebSocketBroker``, its schedules kick through the hub, with the secret
+from ``$ACTORS_SECRET`` or ``--secret-file`` when one is given.
 
 Each subcommand is one entry in ``_COMMANDS``: a function adding its arguments and a
 function running it, so further subcommands slot in beside ``scheduler``.
@@ -93,15 +95,20 @@ def _object_arguments(parser: argparse.ArgumentParser, metavar: str, help_text: 
 
 def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     _object_arguments(parser, "MODULE:SCHEDULER", "the TaskiqScheduler to run")
+    _secret_arguments(parser)
 
 
 def _scheduler_command(args: argparse.Namespace) -> int:
     from .scheduler import TaskiqScheduler
+    from .websocket_broker import WebSocketBroker
 
     _import_modules(args.modules)
     scheduler = load_object(args.target, what="SCHEDULER")
     if not isinstance(scheduler, TaskiqScheduler):
         raise CommandError(f"{args.target} is not a TaskiqScheduler: {scheduler!r}")
+    secret = _secret(args)
+    if secret is not None and isinstance(scheduler.broker, WebSocketBroker):
+        scheduler.broker.secret = secret  # it kicks through a hub: the cluster's secret
 
     async def run() -> None:
         async with scheduler.broker:

@@ -205,3 +205,43 @@ async def test_the_runs_of_a_hung_worker_process_go_to_another(tmp_path: Path) -
                 late = await client.get_result(handle.task_id)
     assert late.return_value == other.pid and late.tries == 2
     assert marks.read_text().split() == [str(hung.pid), str(other.pid)]  # not run again
+
+
+SCHEDULED_TASKS = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    from actors import LabelScheduleSource, TaskiqScheduler, WebSocketBroker
+
+    broker = WebSocketBroker(os.environ["HUB_URL"], secret="not the one the cli reads")
+    scheduler = TaskiqScheduler(broker, [LabelScheduleSource(broker)])
+    RUNS = Path(os.environ["RUNS"])
+
+
+    @broker.task("tick", schedule=[{"interval": 1}])
+    async def tick() -> None:
+        with RUNS.open("a") as runs:
+            runs.write(f"{os.getpid()}\\n")
+    """
+)
+
+
+async def test_a_scheduler_process_kicks_through_the_hub_to_a_worker_process(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "scheduled_tasks.py").write_text(SCHEDULED_TASKS)
+    runs = tmp_path / "runs"
+    env = program_env(tmp_path) | {"ACTORS_SECRET": SECRET, "RUNS": str(runs)}
+    async with command("hub", "--listen", "ws://127.0.0.1:0", env=env) as (_, hub_lines):
+        with trio.fail_after(30):
+            env["HUB_URL"] = (await hub_lines.next()).rsplit(" ", 1)[1]
+        async with (
+            command("worker", "scheduled_tasks:broker", env=env) as (worker, worker_lines),
+            command("scheduler", "scheduled_tasks:scheduler", env=env),
+        ):
+            with trio.fail_after(30):
+                await worker_lines.next()
+                while len(runs.read_text().split() if runs.exists() else []) < 2:
+                    await trio.sleep(0.05)
+    assert set(runs.read_text().split()) == {str(worker.pid)}
