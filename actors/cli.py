@@ -23,13 +23,15 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 __all__ = ["build_parser", "load_object", "main"]
 
 log = logging.getLogger("actors.cli")
+
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -93,6 +95,15 @@ def _object_arguments(parser: argparse.ArgumentParser, metavar: str, help_text: 
     )
 
 
+def _load_target(args: argparse.Namespace, what: str, kind: type[T]) -> T:
+    """Import ``args.modules``, then ``args.target``, which must be a ``kind``."""
+    _import_modules(args.modules)
+    found = load_object(args.target, what=what)
+    if not isinstance(found, kind):
+        raise CommandError(f"{args.target} is not a {kind.__name__}: {found!r}")
+    return found
+
+
 def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     _object_arguments(parser, "MODULE:SCHEDULER", "the TaskiqScheduler to run")
     _secret_arguments(parser)
@@ -102,10 +113,7 @@ def _scheduler_command(args: argparse.Namespace) -> int:
     from .scheduler import TaskiqScheduler
     from .websocket_broker import WebSocketBroker
 
-    _import_modules(args.modules)
-    scheduler = load_object(args.target, what="SCHEDULER")
-    if not isinstance(scheduler, TaskiqScheduler):
-        raise CommandError(f"{args.target} is not a TaskiqScheduler: {scheduler!r}")
+    scheduler = _load_target(args, "SCHEDULER", TaskiqScheduler)
     secret = _secret(args)
     if secret is not None and isinstance(scheduler.broker, WebSocketBroker):
         scheduler.broker.secret = secret  # it kicks through a hub: the cluster's secret
@@ -241,10 +249,7 @@ def _worker_command(args: argparse.Namespace) -> int:
     from .websocket_broker import WebSocketBroker
     from .worker_node import open_worker_node
 
-    _import_modules(args.modules)
-    broker = load_object(args.target, what="BROKER")
-    if not isinstance(broker, WebSocketBroker):
-        raise CommandError(f"{args.target} is not a WebSocketBroker: {broker!r}")
+    broker = _load_target(args, "BROKER", WebSocketBroker)
     if args.workers < 1 or args.max_async_tasks < 1:
         raise CommandError("--workers and --max-async-tasks must be at least 1")
     secret = _secret(args)
