@@ -201,7 +201,7 @@ async def test_the_runs_of_a_hung_worker_process_go_to_another(tmp_path: Path) -
                     result = await handle.wait_result()
                 assert result.return_value == other.pid and result.tries == 2
                 hung.send_signal(signal.SIGCONT)  # its run's end comes late: ignored
-                await trio.sleep(1.5)
+                await trio.sleep(1)  # time for it to relink and report
                 late = await client.get_result(handle.task_id)
     assert late.return_value == other.pid and late.tries == 2
     assert marks.read_text().split() == [str(hung.pid), str(other.pid)]  # not run again
@@ -242,6 +242,6 @@ async def test_a_scheduler_process_kicks_through_the_hub_to_a_worker_process(
         ):
             with trio.fail_after(30):
                 await worker_lines.next()
-                while len(runs.read_text().split() if runs.exists() else []) < 2:
+                while not runs.exists():
                     await trio.sleep(0.05)
     assert set(runs.read_text().split()) == {str(worker.pid)}
