@@ -67,14 +67,16 @@ async def open_hub(
 
     ``result_backend`` keeps the results, encoded (default: the last 10,000 in memory).
     ``heartbeat``: ``(interval, timeout)`` of the pings on its websocket links (default
-    5 s and 15 s): a worker that does not answer within both loses its runs to others.
+    5 s and 15 s; ``local://`` links have none): a worker that does not answer within
+    both loses its runs to others.
     """
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
     )
     encode_with = serializer or JSONSerializer()
     state = BrokerState()
-    transport = transport_for(name, secret, ssl_context, heartbeat)
+    on_websockets = listen.startswith(("ws://", "wss://"))
+    transport = transport_for(name, secret, ssl_context, heartbeat if on_websockets else None)
     await backend.startup()
     try:
         async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:
