@@ -6,7 +6,9 @@ comes from ``$ACTORS_SECRET`` or ``--secret-file``, never from the command line 
 
 ``actors scheduler MODULE:SCHEDULER [TASK_MODULE ...]`` imports the user's
 :class:`~actors.scheduler.TaskiqScheduler` (and any modules that register tasks), starts
-its broker and runs the scheduler until SIGINT or SIGTERM, then exits 0.
+its broker and runs the scheduler until SIGINT or SIGTERM, then exits 0. When that
+broker is a ``WebSocketBroker``, its schedules kick through the hub, with the secret
+from ``$ACTORS_SECRET`` or ``--secret-file`` when one is given.
 
 Each subcommand is one entry in ``_COMMANDS``: a function adding its arguments and a
 function running it, so further subcommands slot in beside ``scheduler``.
@@ -21,13 +23,15 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 __all__ = ["build_parser", "load_object", "main"]
 
 log = logging.getLogger("actors.cli")
+
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -91,17 +95,28 @@ def _object_arguments(parser: argparse.ArgumentParser, metavar: str, help_text: 
     )
 
 
+def _load_target(args: argparse.Namespace, what: str, kind: type[T]) -> T:
+    """Import ``args.modules``, then ``args.target``, which must be a ``kind``."""
+    _import_modules(args.modules)
+    found = load_object(args.target, what=what)
+    if not isinstance(found, kind):
+        raise CommandError(f"{args.target} is not a {kind.__name__}: {found!r}")
+    return found
+
+
 def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     _object_arguments(parser, "MODULE:SCHEDULER", "the TaskiqScheduler to run")
+    _secret_arguments(parser)
 
 
 def _scheduler_command(args: argparse.Namespace) -> int:
     from .scheduler import TaskiqScheduler
+    from .websocket_broker import WebSocketBroker
 
-    _import_modules(args.modules)
-    scheduler = load_object(args.target, what="SCHEDULER")
-    if not isinstance(scheduler, TaskiqScheduler):
-        raise CommandError(f"{args.target} is not a TaskiqScheduler: {scheduler!r}")
+    scheduler = _load_target(args, "SCHEDULER", TaskiqScheduler)
+    secret = _secret(args)
+    if secret is not None and isinstance(scheduler.broker, WebSocketBroker):
+        scheduler.broker.secret = secret  # it kicks through a hub: the cluster's secret
 
     async def run() -> None:
         async with scheduler.broker:
@@ -174,6 +189,19 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
     )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        help="seconds between pings on each link (default 5)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a ping waits for its pong before the link is dropped and a hung "
+        "worker's runs go to others (default 15)",
+    )
     _secret_arguments(parser)
 
 
@@ -184,6 +212,8 @@ def _hub_command(args: argparse.Namespace) -> int:
 
     secret = _secret(args)
     ssl_context = _tls(args.certfile, args.keyfile, None)
+    if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
+        raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
 
     async def run() -> None:
         async with open_hub(
@@ -192,6 +222,7 @@ def _hub_command(args: argparse.Namespace) -> int:
             serializer=serializer_by_name(args.serializer),
             result_backend=InmemoryResultBackend(args.max_stored_results),
             ssl_context=ssl_context,
+            heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
             await trio.sleep_forever()
@@ -218,10 +249,7 @@ def _worker_command(args: argparse.Namespace) -> int:
     from .websocket_broker import WebSocketBroker
     from .worker_node import open_worker_node
 
-    _import_modules(args.modules)
-    broker = load_object(args.target, what="BROKER")
-    if not isinstance(broker, WebSocketBroker):
-        raise CommandError(f"{args.target} is not a WebSocketBroker: {broker!r}")
+    broker = _load_target(args, "BROKER", WebSocketBroker)
     if args.workers < 1 or args.max_async_tasks < 1:
         raise CommandError("--workers and --max-async-tasks must be at least 1")
     secret = _secret(args)

@@ -31,15 +31,24 @@ BROKER_ACTOR = "taskq.broker"
 STORE_ACTOR = "taskq.results"
 
 
-def transport_for(name: str, secret: bytes | str | None, ssl_context: ssl.SSLContext | None) -> Any:
-    """A websocket transport with TLS when an ``ssl_context`` is given, else None (the
-    node picks its transport from the address)."""
-    if ssl_context is None:
+def transport_for(
+    name: str,
+    secret: bytes | str | None,
+    ssl_context: ssl.SSLContext | None,
+    heartbeat: tuple[float, float] | None = None,
+) -> Any:
+    """A websocket transport with TLS when an ``ssl_context`` is given, or with the
+    ``(interval, timeout)`` of its ``heartbeat``; else None (the node picks its
+    transport from the address)."""
+    if ssl_context is None and heartbeat is None:
         return None
     from transports.websocket import WebSocketTransport
 
     key = secret.encode() if isinstance(secret, str) else secret
-    return WebSocketTransport(name, key, ssl_context=ssl_context)
+    interval, timeout = heartbeat or (5.0, 15.0)
+    return WebSocketTransport(
+        name, key, ssl_context=ssl_context, heartbeat_interval=interval, heartbeat_timeout=timeout
+    )
 
 
 @asynccontextmanager
@@ -52,17 +61,22 @@ async def open_hub(
     ssl_context: ssl.SSLContext | None = None,
     name: str = HUB_NODE,
     wall_clock: WallClock = utc_now,
+    heartbeat: tuple[float, float] | None = None,
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
     ``result_backend`` keeps the results, encoded (default: the last 10,000 in memory).
+    ``heartbeat``: ``(interval, timeout)`` of the pings on its websocket links (default
+    5 s and 15 s; ``local://`` links have none): a worker that does not answer within
+    both loses its runs to others.
     """
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
     )
     encode_with = serializer or JSONSerializer()
     state = BrokerState()
-    transport = transport_for(name, secret, ssl_context)
+    on_websockets = listen.startswith(("ws://", "wss://"))
+    transport = transport_for(name, secret, ssl_context, heartbeat if on_websockets else None)
     await backend.startup()
     try:
         async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:

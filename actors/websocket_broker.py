@@ -57,6 +57,11 @@ class WebSocketBroker(ActorBroker):
         ssl_context: For ``wss://``: the context that checks the hub's certificate.
         connect_timeout: How long a kick waits for the link to the hub before it
             raises ``SendTaskError``.
+        hand_over_timeout: How long leaving ``async with broker:`` waits for the hub
+            to accept every kick.
+        resend_after: A kick the hub has not acknowledged within this many seconds (at
+            most twice that) is sent again, in case the hub's broker actor restarted and
+            lost it or its acknowledgement.
         hub: The hub's node name.
     """
 
@@ -68,6 +73,7 @@ class WebSocketBroker(ActorBroker):
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 10.0,
         hand_over_timeout: float = 10.0,
+        resend_after: float = 5.0,
         hub: str = HUB_NODE,
     ) -> None:
         super().__init__()
@@ -76,13 +82,16 @@ class WebSocketBroker(ActorBroker):
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.hand_over_timeout = hand_over_timeout
+        self.resend_after = resend_after
         self.hub = hub
         self._node: Node | None = None
         self._attached: Node | None = None
         self._as_worker = False
-        #: Kicks the hub has not acknowledged yet, oldest first: resent after a reconnect.
+        #: Kicks the hub has not acknowledged yet, oldest first: resent after a reconnect
+        #: or when overdue.
         self._unacked: dict[str, BrokerMessage] = {}
         self._all_acked = trio.Event()
+        self._kicks_pending = trio.Event()  # set while _unacked holds kicks
 
     def attach(self, node: Node, *, worker: bool = False) -> Self:
         """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
@@ -120,6 +129,7 @@ class WebSocketBroker(ActorBroker):
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
         nursery.start_soon(self._resend_after_reconnects, node)
+        nursery.start_soon(self._resend_overdue, node)
         stack.push_async_callback(self._hand_over)
 
     async def _resend_after_reconnects(self, node: Node) -> None:
@@ -127,20 +137,37 @@ class WebSocketBroker(ActorBroker):
         while True:
             await node.wait_for_peer_lost(self.hub, timeout=math.inf)
             await node.wait_for_peer(self.hub, timeout=math.inf)
-            broker = self._broker_ref
-            for message in list(self._unacked.values()):
-                if broker is None:
-                    return
-                try:
-                    await broker.tell(Kick(message, node.name, self._ack_to, resend=True))
-                except ActorError:
-                    break  # lost again: the next link-up resends
+            await self._resend(node, list(self._unacked))
+
+    async def _resend_overdue(self, node: Node) -> None:
+        """Send again the kicks still unacknowledged a sweep later: the hub's broker actor
+        may have crashed (and restarted) owing their acknowledgements, or before taking
+        them. The hub drops those it has."""
+        kept: set[str] = set()
+        while True:
+            await self._kicks_pending.wait()  # no timer while idle
+            await trio.sleep(self.resend_after)
+            if self.hub in node.peers:  # else the next link-up resends them all
+                await self._resend(node, [task_id for task_id in self._unacked if task_id in kept])
+            kept = set(self._unacked)
+
+    async def _resend(self, node: Node, task_ids: list[str]) -> None:
+        broker = self._broker_ref
+        for task_id in task_ids:
+            message = self._unacked.get(task_id)
+            if broker is None or message is None:
+                continue  # stopped, or acknowledged meanwhile
+            try:
+                await broker.tell(Kick(message, node.name, self._ack_to, resend=True))
+            except ActorError:
+                return  # the link went: the next link-up resends
 
     def _accepted(self, task_ids: list[str]) -> None:
         for task_id in task_ids:
             self._unacked.pop(task_id, None)
         if not self._unacked:
             self._all_acked.set()
+            self._kicks_pending = trio.Event()
 
     async def _hand_over(self) -> None:
         """On shutdown: wait (``hand_over_timeout`` at most) until the hub has accepted
@@ -156,6 +183,7 @@ class WebSocketBroker(ActorBroker):
                 ", ".join(self._unacked),
             )
             self._unacked.clear()
+            self._kicks_pending = trio.Event()
 
     def _forget_actors(self) -> None:
         self._node = self._attached = self._broker_ref = self._store_ref = None
@@ -186,6 +214,7 @@ class WebSocketBroker(ActorBroker):
         task_id = message.task_id
         if not self._unacked:
             self._all_acked = trio.Event()
+            self._kicks_pending.set()
         self._unacked[task_id] = message
         try:
             await broker.tell(Kick(message, node.name, self._ack_to))

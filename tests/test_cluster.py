@@ -8,6 +8,7 @@ fires which events, and runtime errors turned into taskiq's at the client.
 from __future__ import annotations
 
 import datetime
+import itertools
 import ssl
 import subprocess
 import uuid
@@ -34,8 +35,9 @@ from actors import (
     WebSocketBroker,
 )
 from actors.actor_broker import ActorBroker
+from actors.broker import BrokerActor
 from actors.hub import BROKER_ACTOR, open_hub, serve_hub
-from actors.protocol import Kick
+from actors.protocol import BrokerMessage, Kick
 from actors.worker_node import open_worker_node
 
 SECRET = "the cluster's secret"
@@ -210,6 +212,32 @@ async def test_workers_and_clients_come_back_to_a_restarted_hub(autojump_clock: 
                 await nursery.start(hub_until, trio.CancelScope())
                 assert await (await add.kiq(2, 3)) == 5
         nursery.cancel_scope.cancel()
+
+
+async def test_kicks_lost_in_a_crash_of_the_hubs_broker_actor_are_sent_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, autojump_clock: Any
+) -> None:
+    """The broker actor crashes taking the second of three pipelined kicks: the kick and
+    the acknowledgements it owed are gone with it, so the client sends them again."""
+    enqueue = BrokerActor._enqueue
+    calls = itertools.count()
+
+    async def crash_on_the_second(self: BrokerActor, message: BrokerMessage) -> str:
+        if next(calls) == 1:
+            raise RuntimeError("the broker actor crashes")
+        return await enqueue(self, message)
+
+    monkeypatch.setattr(BrokerActor, "_enqueue", crash_on_the_second)
+    async with open_hub("local://") as hub:
+        assert hub.address is not None
+        broker, add = with_add(hub.address, hand_over_timeout=60)
+        async with broker, open_worker_node(broker):
+            with trio.fail_after(60):
+                handles = [await add.kiq(i, i) for i in range(3)]
+                results = [await handle for handle in handles]
+        assert results == [0, 2, 4]
+        assert next(calls) == 4  # one resend reached _enqueue; the others were dropped
+    assert "did not accept" not in caplog.text
 
 
 async def test_time_labels_cross_a_link_as_plain_data(

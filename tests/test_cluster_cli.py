@@ -143,3 +143,105 @@ async def test_the_runs_of_a_killed_worker_process_go_to_another(tmp_path: Path)
                     await lines.next()
                     result = await handle.wait_result()
     assert result.return_value == "done" and result.tries == 2
+
+
+HANGING_TASKS = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    import trio
+
+    from actors import WebSocketBroker
+
+    broker = WebSocketBroker(os.environ["HUB_URL"])
+    MARKS = Path(os.environ["MARKS"])
+
+
+    @broker.task("slow_first")
+    async def slow_first() -> int:
+        first = not MARKS.exists()
+        with MARKS.open("a") as marks:
+            marks.write(f"{os.getpid()}\\n")
+        if first:
+            await trio.sleep(1)  # this worker process is stopped meanwhile
+        return os.getpid()
+    """
+)
+
+
+async def test_the_runs_of_a_hung_worker_process_go_to_another(tmp_path: Path) -> None:
+    (tmp_path / "hanging_tasks.py").write_text(HANGING_TASKS)
+    marks = tmp_path / "marks"
+    env = program_env(tmp_path)
+    heartbeat = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "0.5"]
+    async with command("hub", "--listen", "ws://127.0.0.1:0", *heartbeat, env=env) as (
+        _,
+        hub_lines,
+    ):
+        with trio.fail_after(30):
+            url = (await hub_lines.next()).rsplit(" ", 1)[1]
+        env |= {"HUB_URL": url, "MARKS": str(marks)}
+        client = WebSocketBroker(url)
+
+        @client.task("slow_first")
+        async def slow_first() -> int:
+            raise AssertionError("runs in a worker process")
+
+        async with client, command("worker", "hanging_tasks:broker", env=env) as (hung, lines):
+            with trio.fail_after(30):
+                await lines.next()
+                handle = await slow_first.kiq()
+                while not marks.exists():
+                    await trio.sleep(0.05)
+            hung.send_signal(signal.SIGSTOP)
+            async with command("worker", "hanging_tasks:broker", env=env) as (other, lines):
+                with trio.fail_after(10):  # the default heartbeat would take 20 s
+                    await lines.next()
+                    result = await handle.wait_result()
+                assert result.return_value == other.pid and result.tries == 2
+                hung.send_signal(signal.SIGCONT)  # its run's end comes late: ignored
+                await trio.sleep(1)  # time for it to relink and report
+                late = await client.get_result(handle.task_id)
+    assert late.return_value == other.pid and late.tries == 2
+    assert marks.read_text().split() == [str(hung.pid), str(other.pid)]  # not run again
+
+
+SCHEDULED_TASKS = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    from actors import LabelScheduleSource, TaskiqScheduler, WebSocketBroker
+
+    broker = WebSocketBroker(os.environ["HUB_URL"], secret="not the one the cli reads")
+    scheduler = TaskiqScheduler(broker, [LabelScheduleSource(broker)])
+    RUNS = Path(os.environ["RUNS"])
+
+
+    @broker.task("tick", schedule=[{"interval": 1}])
+    async def tick() -> None:
+        with RUNS.open("a") as runs:
+            runs.write(f"{os.getpid()}\\n")
+    """
+)
+
+
+async def test_a_scheduler_process_kicks_through_the_hub_to_a_worker_process(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "scheduled_tasks.py").write_text(SCHEDULED_TASKS)
+    runs = tmp_path / "runs"
+    env = program_env(tmp_path) | {"ACTORS_SECRET": SECRET, "RUNS": str(runs)}
+    async with command("hub", "--listen", "ws://127.0.0.1:0", env=env) as (_, hub_lines):
+        with trio.fail_after(30):
+            env["HUB_URL"] = (await hub_lines.next()).rsplit(" ", 1)[1]
+        async with (
+            command("worker", "scheduled_tasks:broker", env=env) as (worker, worker_lines),
+            command("scheduler", "scheduled_tasks:scheduler", env=env),
+        ):
+            with trio.fail_after(30):
+                await worker_lines.next()
+                while not runs.exists():
+                    await trio.sleep(0.05)
+    assert set(runs.read_text().split()) == {str(worker.pid)}
