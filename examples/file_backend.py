@@ -28,6 +28,13 @@ from actors import (
 )
 
 
+async def _write_atomically(path: trio.Path, text: str) -> None:
+    """Write beside ``path``, then rename over it: a reader never sees half a file."""
+    partial = path.with_suffix(".partial")
+    await partial.write_text(text)
+    await partial.replace(path)
+
+
 class FileResultBackend(AsyncResultBackend[Any]):
     """Custom file-based result backend."""
 
@@ -53,7 +60,9 @@ class FileResultBackend(AsyncResultBackend[Any]):
             "error": str(result.error) if result.error else None,
             "error_type": type(result.error).__name__ if result.error else None,
         }
-        await self._get_result_path(task_id).write_text(json.dumps(result_data, default=str))
+        await _write_atomically(
+            self._get_result_path(task_id), json.dumps(result_data, default=str)
+        )
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         """Load the result from its JSON file."""
@@ -84,7 +93,7 @@ class FileResultBackend(AsyncResultBackend[Any]):
                 await path.unlink()
 
     async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
-        await self._get_progress_path(task_id).write_text(json.dumps(progress.to_dict()))
+        await _write_atomically(self._get_progress_path(task_id), json.dumps(progress.to_dict()))
 
     async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
         path = self._get_progress_path(task_id)
