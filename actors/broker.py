@@ -89,6 +89,8 @@ class BrokerState:
     workers: dict[str, _WorkerSlot] = attrs.field(factory=dict)
     drains: list[Reply] = attrs.field(factory=list)
     aborts: dict[str, list[Reply]] = attrs.field(factory=lambda: collections.defaultdict(list))
+    #: Kicks held while the queue is full, oldest first (see ``max_queued``).
+    parked: dict[str, tuple[Kick | Enqueue, Reply | None]] = attrs.field(factory=dict)
 
 
 class BrokerActor(Actor[BrokerRequest]):
@@ -106,6 +108,7 @@ class BrokerActor(Actor[BrokerRequest]):
         store: ActorRef[StoreRequest],
         wall_clock: WallClock,
         encode_with: TaskiqSerializer | None = None,
+        max_queued: int | None = None,
     ) -> None:
         self.state = state
         self.queue = state.queue
@@ -116,6 +119,7 @@ class BrokerActor(Actor[BrokerRequest]):
         self._armed_for: float | None = None
         self._watched: set[str] = set()
         self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
+        self.max_queued = max_queued
 
     async def started(self) -> None:
         self.nursery.start_soon(self._timer)
@@ -127,19 +131,15 @@ class BrokerActor(Actor[BrokerRequest]):
     async def receive(self, message: BrokerRequest) -> Any:
         answer: Any = None
         if isinstance(message, Enqueue):
+            if self._full():
+                return self._park(message.message.task_id, message, self.defer_reply())
             answer = await self._enqueue(message.message)
             if self._free_worker() is not None:
                 await self._dispatch()  # a task kicked while a worker has room starts first
         elif isinstance(message, Finished):
             await self._finished(message)
         elif isinstance(message, Kick):
-            task_id = message.message.task_id
-            queue = self.queue
-            if not message.resend or (
-                queue.live(task_id) is None and task_id not in queue.finished
-            ):
-                await self._enqueue(message.message)
-            self._accepted.setdefault((message.ack_node, message.ack_actor), []).append(task_id)
+            await self._kick(message)
         elif isinstance(message, Tick):
             await self._tick()
         elif isinstance(message, NodeLost):
@@ -162,20 +162,54 @@ class BrokerActor(Actor[BrokerRequest]):
         return answer
 
     async def drained(self) -> None:
-        """After a batch of messages: hand out the room freed in it (to the highest
-        priorities waiting), re-arm the timer, and tell ``wait_all`` callers once nothing
-        is left."""
+        """After a batch of messages: take parked kicks into the room freed in it, hand
+        out the workers' room (to the highest priorities waiting), re-arm the timer, and
+        tell ``wait_all`` callers once nothing is left."""
+        if self.state.parked and not self._full():
+            await self._admit_parked()
         await self._dispatch()
         if self._accepted:
             await self._acknowledge()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
-        if not self.queue.records and self.state.drains:
+        if not self.queue.records and not self.state.parked and self.state.drains:
             for reply in self.state.drains:
                 reply.resolve(None)
             self.state.drains.clear()
 
     # Accepting -------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        return self.max_queued is not None and len(self.queue.records) >= self.max_queued
+
+    def _park(self, task_id: str, kick: Kick | Enqueue, reply: Reply | None) -> None:
+        """Hold a kick that finds the queue full, unacknowledged (or its ask unanswered)
+        until room frees: its sender waits, and the mailbox keeps draining. A kick already
+        parked (sent again after a reconnect) is held once."""
+        if task_id not in self.state.parked:
+            self.state.parked[task_id] = (kick, reply)
+
+    async def _admit_parked(self) -> None:
+        parked = self.state.parked
+        while parked and not self._full():
+            task_id = next(iter(parked))
+            kick, reply = parked.pop(task_id)
+            if isinstance(kick, Kick):
+                await self._kick(kick)
+            else:
+                answer = await self._enqueue(kick.message)
+                if reply is not None and not reply.done:  # gone with a crashed broker
+                    reply.resolve(answer)
+
+    async def _kick(self, message: Kick) -> None:
+        task_id = message.message.task_id
+        queue = self.queue
+        if not message.resend or (queue.live(task_id) is None and task_id not in queue.finished):
+            if self._full():
+                self._park(task_id, message, None)
+                return
+            await self._enqueue(message.message)
+        self._accepted.setdefault((message.ack_node, message.ack_actor), []).append(task_id)
 
     async def _enqueue(self, message: BrokerMessage) -> str:
         queue = self.queue

@@ -174,6 +174,12 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
     )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=100_000,
+        help="live tasks held before kicks wait for room (default 100000)",
+    )
     _secret_arguments(parser)
 
 
@@ -192,6 +198,7 @@ def _hub_command(args: argparse.Namespace) -> int:
             serializer=serializer_by_name(args.serializer),
             result_backend=InmemoryResultBackend(args.max_stored_results),
             ssl_context=ssl_context,
+            max_queued=args.max_queued,
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
             await trio.sleep_forever()

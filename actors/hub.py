@@ -52,10 +52,14 @@ async def open_hub(
     ssl_context: ssl.SSLContext | None = None,
     name: str = HUB_NODE,
     wall_clock: WallClock = utc_now,
+    max_queued: int | None = 100_000,
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
     ``result_backend`` keeps the results, encoded (default: the last 10,000 in memory).
+    ``max_queued`` bounds the live tasks (queued, scheduled, waiting or running): a kick
+    beyond it is not acknowledged until a task ends, so clients' ``kiq`` waits (None: no
+    bound).
     """
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
@@ -68,7 +72,9 @@ async def open_hub(
         async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:
 
             def broker() -> BrokerActor:
-                return BrokerActor(state, node.ref(STORE_ACTOR), wall_clock, encode_with)
+                return BrokerActor(
+                    state, node.ref(STORE_ACTOR), wall_clock, encode_with, max_queued
+                )
 
             children = [
                 ChildSpec(STORE_ACTOR, lambda: ResultStore(backend)),

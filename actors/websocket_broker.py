@@ -55,8 +55,11 @@ class WebSocketBroker(ActorBroker):
         url: The hub's address.
         secret: The cluster's shared secret (the hub's).
         ssl_context: For ``wss://``: the context that checks the hub's certificate.
-        connect_timeout: How long a kick waits for the link to the hub before it
-            raises ``SendTaskError``.
+        connect_timeout: How long a kick waits for the link to the hub, or for room
+            among the kicks in flight, before it raises ``SendTaskError``.
+        hand_over_timeout: How long leaving waits for the hub to accept every kick.
+        max_in_flight: Kicks the hub has not acknowledged yet, at most; a kick beyond
+            waits for an acknowledgement (a hub whose queue is full holds them back).
         hub: The hub's node name.
     """
 
@@ -68,6 +71,7 @@ class WebSocketBroker(ActorBroker):
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float = 10.0,
         hand_over_timeout: float = 10.0,
+        max_in_flight: int = 1000,
         hub: str = HUB_NODE,
     ) -> None:
         super().__init__()
@@ -76,6 +80,7 @@ class WebSocketBroker(ActorBroker):
         self.ssl_context = ssl_context
         self.connect_timeout = connect_timeout
         self.hand_over_timeout = hand_over_timeout
+        self.max_in_flight = max_in_flight
         self.hub = hub
         self._node: Node | None = None
         self._attached: Node | None = None
@@ -83,6 +88,7 @@ class WebSocketBroker(ActorBroker):
         #: Kicks the hub has not acknowledged yet, oldest first: resent after a reconnect.
         self._unacked: dict[str, BrokerMessage] = {}
         self._all_acked = trio.Event()
+        self._acked = trio.Event()  # set (and replaced) on each acknowledgement
 
     def attach(self, node: Node, *, worker: bool = False) -> Self:
         """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
@@ -139,6 +145,8 @@ class WebSocketBroker(ActorBroker):
     def _accepted(self, task_ids: list[str]) -> None:
         for task_id in task_ids:
             self._unacked.pop(task_id, None)
+        self._acked.set()
+        self._acked = trio.Event()
         if not self._unacked:
             self._all_acked.set()
 
@@ -184,6 +192,8 @@ class WebSocketBroker(ActorBroker):
         if node is None or broker is None or message.labels.get("unique") or self.await_inplace:
             return await super().kick(message)  # an ask: its answer is the acknowledgement
         task_id = message.task_id
+        if len(self._unacked) >= self.max_in_flight:
+            await self._wait_for_room(task_id)
         if not self._unacked:
             self._all_acked = trio.Event()
         self._unacked[task_id] = message
@@ -195,6 +205,16 @@ class WebSocketBroker(ActorBroker):
         except ActorError:
             pass  # the link just went: it is resent when it is back
         return task_id
+
+    async def _wait_for_room(self, task_id: str) -> None:
+        with trio.move_on_after(self.connect_timeout):
+            while len(self._unacked) >= self.max_in_flight:
+                await self._acked.wait()
+            return
+        raise SendTaskError(
+            f"task {task_id} was not sent: the hub at {self.url} accepted none of the "
+            f"{len(self._unacked)} kicks in flight within {self.connect_timeout}s (queue full?)"
+        )
 
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
         await self._linked()  # if it is not, the store's ref says so (ResultGetError)

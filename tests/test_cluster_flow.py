@@ -1,0 +1,93 @@
+"""Flow control on the hub: a bounded queue, kicks that wait for room, and due times
+that are wall-clock instants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actors import SendTaskError, TaskStatus, WebSocketBroker
+from actors.hub import open_hub
+from actors.queue import TaskQueue, TaskRecord
+from actors.worker_node import open_worker_node
+
+
+@pytest.fixture
+def queue_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of live tasks in the hub's queue after each task it accepts."""
+    lengths: list[int] = []
+    add = TaskQueue.add
+
+    def counting_add(queue: TaskQueue, record: TaskRecord) -> None:
+        add(queue, record)
+        lengths.append(len(queue.records))
+
+    monkeypatch.setattr(TaskQueue, "add", counting_add)
+    return lengths
+
+
+async def test_kiq_waits_for_room_on_a_full_hub_and_other_clients_keep_going(
+    autojump_clock: Any, queue_lengths: list[int]
+) -> None:
+    async with open_hub("local://", max_queued=10) as hub:
+        assert hub.address is not None
+        kicker = WebSocketBroker(hub.address, max_in_flight=4, connect_timeout=60)
+        watcher = WebSocketBroker(hub.address)
+
+        @kicker.task("slow")
+        async def slow(n: int) -> int:
+            await trio.sleep(1)
+            return n
+
+        async with kicker, watcher, open_worker_node(kicker, max_async_tasks=2):
+            handles = []
+            kicked_at: list[float] = []
+            watched_at: list[float] = []
+
+            async def kick_many() -> None:
+                for n in range(60):
+                    handles.append(await slow.kiq(n))
+                    kicked_at.append(trio.current_time())
+
+            async def watch() -> None:
+                while not handles:
+                    await trio.sleep(0.01)
+                first = handles[0].task_id
+                result = await watcher.wait_result(first)
+                assert result.return_value == 0
+                assert await watcher.task_status(first) is TaskStatus.DONE
+                watched_at.append(trio.current_time())
+
+            begin = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kick_many)
+                nursery.start_soon(watch)
+            results = [await handle.wait_result(timeout=60) for handle in handles]
+
+    assert [result.return_value for result in results] == list(range(60))
+    assert len(queue_lengths) == 60 and max(queue_lengths) <= 10
+    assert kicked_at[13] == begin  # 10 queued and 4 in flight: kiq did not wait
+    assert kicked_at[-1] - begin >= 20  # then 2 tasks a second make room
+    assert watched_at[0] < kicked_at[-1]  # the other client was not held up
+
+
+async def test_kiq_that_finds_no_room_in_time_is_a_send_task_error(autojump_clock: Any) -> None:
+    async with open_hub("local://", max_queued=1) as hub:
+        assert hub.address is not None
+        broker = WebSocketBroker(
+            hub.address, max_in_flight=1, connect_timeout=5, hand_over_timeout=0
+        )
+
+        @broker.task("forever")
+        async def forever() -> None:
+            await trio.sleep_forever()
+
+        async with broker, open_worker_node(broker):
+            await forever.kiq()  # running: the queue is full
+            await forever.kiq()  # held by the hub, unacknowledged
+            begin = trio.current_time()
+            with pytest.raises(SendTaskError, match="kicks in flight"):
+                await forever.kiq()
+            assert trio.current_time() - begin == pytest.approx(5)
