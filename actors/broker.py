@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import hashlib
 import math
 from collections.abc import Callable
@@ -63,7 +64,16 @@ __all__ = [
 ]
 
 
-WallClock = Callable[[], pendulum.DateTime]
+DateTime = pendulum.DateTime
+WallClock = Callable[[], DateTime]
+
+
+def _later(start: DateTime, seconds: float) -> DateTime | None:
+    """``seconds`` after ``start``; None after the year 9999."""
+    try:
+        return start + datetime.timedelta(seconds=seconds)
+    except OverflowError:
+        return None
 
 
 def unique_key(task_name: str, arguments: bytes) -> str:
@@ -224,17 +234,22 @@ class BrokerActor(Actor[BrokerRequest]):
         else:
             key = None
         now = trio.current_time()
-        record = TaskRecord(message, Phase.WAITING, enqueue_time=self.wall_clock())
+        wall = self.wall_clock()
+        record = TaskRecord(message, Phase.WAITING, enqueue_time=wall)
         try:
             record.priority = int_label(labels, "priority") or 0
-            record.eta = self._eta(labels, now)
+            due_in = self._due(record, labels, wall)
             expire = seconds_label(labels, "expire")
+            if expire is not None:
+                expire -= self._since_kick(labels, wall)
             dependencies = ids_label(labels, "depends_on")
         except SendTaskError as error:  # a label that did not come through kiq's checks
             queue.add(record)
             await self._end(record, Phase.DONE, error)
             return message.task_id
         record.unique_key = key
+        if due_in is not None:
+            record.eta = now + due_in
         if expire is not None:
             record.expire_at = now + expire
         ended = await self._link_dependencies(record, dependencies) if dependencies else None
@@ -248,14 +263,25 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._fail_dependents_of(ended[0], [record])
         return message.task_id
 
-    def _eta(self, labels: dict[str, Any], now: float) -> float | None:
+    def _due(self, record: TaskRecord, labels: dict[str, Any], wall: DateTime) -> float | None:
+        """Set ``record.due`` from its ``delay`` or ``eta``; the seconds until then."""
         delay = seconds_label(labels, "delay")
         if delay is not None:
-            return now + delay
+            delay -= self._since_kick(labels, wall)
+            record.due = _later(wall, delay)
+            return delay
         when = eta_label(labels)
         if when is not None:
-            return now + (when - self.wall_clock()).total_seconds()
+            record.due = when
+            return (when - wall).total_seconds()
         return None
+
+    @staticmethod
+    def _since_kick(labels: dict[str, Any], wall: DateTime) -> float:
+        """Seconds since the client kicked (``kicked_at``, its wall clock): a delay or an
+        expiry counts from the kick, however late the kick got here."""
+        kicked = eta_label(labels, "kicked_at")
+        return 0.0 if kicked is None else (wall - kicked).total_seconds()
 
     async def _link_dependencies(
         self, record: TaskRecord, dependencies: list[str]
@@ -417,7 +443,10 @@ class BrokerActor(Actor[BrokerRequest]):
             if ended.labels is not None:
                 record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
-            record.eta = now + ended.delay if ended.delay > 0 else None
+            record.eta = record.due = None
+            if ended.delay > 0:
+                record.eta = now + ended.delay
+                record.due = _later(self.wall_clock(), ended.delay)
             self.queue.place(record, now)
             return
         if ended.outcome == "done":
@@ -560,10 +589,7 @@ class BrokerActor(Actor[BrokerRequest]):
         record = self.queue.live(task_id)
         if record is None:
             return None
-        scheduled = None
-        if record.phase is Phase.SCHEDULED and record.eta is not None:
-            with contextlib.suppress(OverflowError):  # due after the year 9999: unknown
-                scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
+        scheduled = record.due if record.phase is Phase.SCHEDULED else None
         return LiveTask(
             message=record.message,
             tries=record.tries,

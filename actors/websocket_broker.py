@@ -20,11 +20,12 @@ import attrs
 import trio
 
 from .actor_broker import ActorBroker
+from .broker import WallClock
 from .events import TaskiqEvents
 from .exceptions import SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
 from .protocol import Accepted, BrokerMessage, Kick
-from .result import TaskiqResult
+from .result import TaskiqResult, utc_now
 from .runtime import Actor, ActorError, Node
 from .wire import WireError
 
@@ -61,6 +62,8 @@ class WebSocketBroker(ActorBroker):
         max_in_flight: Kicks the hub has not acknowledged yet, at most; a kick beyond
             waits for an acknowledgement (a hub whose queue is full holds them back).
         hub: The hub's node name.
+        wall_clock: What "now" is for ``delay`` and ``expire`` (UTC); the hub's and the
+            clients' clocks are assumed in step (NTP).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class WebSocketBroker(ActorBroker):
         hand_over_timeout: float = 10.0,
         max_in_flight: int = 1000,
         hub: str = HUB_NODE,
+        wall_clock: WallClock = utc_now,
     ) -> None:
         super().__init__()
         self.url = url
@@ -82,6 +86,7 @@ class WebSocketBroker(ActorBroker):
         self.hand_over_timeout = hand_over_timeout
         self.max_in_flight = max_in_flight
         self.hub = hub
+        self.wall_clock = wall_clock
         self._node: Node | None = None
         self._attached: Node | None = None
         self._as_worker = False
@@ -182,7 +187,12 @@ class WebSocketBroker(ActorBroker):
     async def kick(self, message: BrokerMessage) -> str:
         labels = message.labels
         if any(isinstance(value, _TIMES) for value in labels.values()):
-            message = attrs.evolve(message, labels={k: _plain(v) for k, v in labels.items()})
+            labels = {k: _plain(v) for k, v in labels.items()}
+        if "delay" in labels or "expire" in labels:
+            # They count from now, however late the hub gets the kick (a reconnect).
+            labels = {**labels, "kicked_at": self.wall_clock().isoformat()}
+        if labels is not message.labels:
+            message = attrs.evolve(message, labels=labels)
         if not await self._linked():
             raise SendTaskError(
                 f"task {message.task_id} was not sent: no link to the hub at {self.url} "

@@ -3,13 +3,16 @@ that are wall-clock instants."""
 
 from __future__ import annotations
 
+import datetime
+from functools import partial
 from typing import Any
 
+import pendulum
 import pytest
 import trio
 
-from actors import SendTaskError, TaskStatus, WebSocketBroker
-from actors.hub import open_hub
+from actors import AsyncTaskiqTask, SendTaskError, TaskExpiredError, TaskStatus, WebSocketBroker
+from actors.hub import open_hub, serve_hub
 from actors.queue import TaskQueue, TaskRecord
 from actors.worker_node import open_worker_node
 
@@ -91,3 +94,57 @@ async def test_kiq_that_finds_no_room_in_time_is_a_send_task_error(autojump_cloc
             with pytest.raises(SendTaskError, match="kicks in flight"):
                 await forever.kiq()
             assert trio.current_time() - begin == pytest.approx(5)
+
+
+class Wall:
+    """A wall clock that follows trio's, from 2026-03-01 12:00 UTC."""
+
+    def __init__(self) -> None:
+        self.t0 = trio.current_time()
+
+    def __call__(self) -> pendulum.DateTime:
+        elapsed = round((trio.current_time() - self.t0) * 1_000_000)
+        return START + datetime.timedelta(microseconds=elapsed)
+
+
+START = pendulum.datetime(2026, 3, 1, 12)
+
+
+async def test_a_delay_counts_from_the_kick_however_late_the_hub_gets_it(
+    autojump_clock: Any,
+) -> None:
+    """The hub is down when the client kicks: a task is due ``delay`` after the kick on
+    the wall clock, not after the hub accepted it (its info says when), and ``expire``
+    counts from the kick too."""
+    address = "local://hub-that-comes-late"
+    wall = Wall()
+    broker = WebSocketBroker(address, wall_clock=wall, connect_timeout=60)
+    ran_at: list[pendulum.DateTime] = []
+
+    @broker.task("job")
+    async def job() -> None:
+        ran_at.append(wall())
+
+    handles: dict[str, AsyncTaskiqTask[None]] = {}
+
+    async def kick(label: str, seconds: int) -> None:
+        handles[label] = await job.kicker().with_labels(**{label: seconds}).kiq()
+
+    async with trio.open_nursery() as nursery, broker:
+        nursery.start_soon(kick, "delay", 30)
+        nursery.start_soon(kick, "expire", 5)
+        await trio.sleep(10)
+        assert not handles  # still waiting for the link
+        await nursery.start(partial(serve_hub, address, wall_clock=wall))
+        async with open_worker_node(broker):
+            while len(handles) < 2:
+                await trio.sleep(0.1)
+            info = await broker.task_info(handles["delay"].task_id)
+            assert info is not None and info.status is TaskStatus.SCHEDULED
+            assert info.scheduled == START.add(seconds=30)
+            await handles["delay"].wait_result(timeout=60)
+            expired = await handles["expire"].wait_result(timeout=60)
+        assert isinstance(expired.error, TaskExpiredError)  # 5 s after the kick, unstarted
+        nursery.cancel_scope.cancel()
+    [when] = ran_at
+    assert (when - START).total_seconds() == pytest.approx(30)
