@@ -142,7 +142,8 @@ class BrokerActor(Actor[BrokerRequest]):
         answer: Any = None
         if isinstance(message, Enqueue):
             if self._full():
-                return self._park(message.message.task_id, message, self.defer_reply())
+                self._park(message.message.task_id, message, self.defer_reply())
+                return None
             answer = await self._enqueue(message.message)
             if self._free_worker() is not None:
                 await self._dispatch()  # a task kicked while a worker has room starts first
@@ -175,7 +176,7 @@ class BrokerActor(Actor[BrokerRequest]):
         """After a batch of messages: take parked kicks into the room freed in it, hand
         out the workers' room (to the highest priorities waiting), re-arm the timer, and
         tell ``wait_all`` callers once nothing is left."""
-        if self.state.parked and not self._full():
+        if self.state.parked:
             await self._admit_parked()
         await self._dispatch()
         if self._accepted:
@@ -190,7 +191,10 @@ class BrokerActor(Actor[BrokerRequest]):
     # Accepting -------------------------------------------------------------------------
 
     def _full(self) -> bool:
-        return self.max_queued is not None and len(self.queue.records) >= self.max_queued
+        """Whether a kick must wait: the queue holds ``max_queued`` tasks, or older kicks
+        wait (a new one does not overtake them)."""
+        limit = self.max_queued
+        return limit is not None and (bool(self.state.parked) or len(self.queue.records) >= limit)
 
     def _park(self, task_id: str, kick: Kick | Enqueue, reply: Reply | None) -> None:
         """Hold a kick that finds the queue full, unacknowledged (or its ask unanswered)
@@ -200,16 +204,15 @@ class BrokerActor(Actor[BrokerRequest]):
             self.state.parked[task_id] = (kick, reply)
 
     async def _admit_parked(self) -> None:
-        parked = self.state.parked
-        while parked and not self._full():
+        parked, limit = self.state.parked, self.max_queued or 0
+        while parked and len(self.queue.records) < limit:
             task_id = next(iter(parked))
             kick, reply = parked.pop(task_id)
+            answer = await self._enqueue(kick.message)
             if isinstance(kick, Kick):
-                await self._kick(kick)
-            else:
-                answer = await self._enqueue(kick.message)
-                if reply is not None and not reply.done:  # gone with a crashed broker
-                    reply.resolve(answer)
+                self._accepted.setdefault((kick.ack_node, kick.ack_actor), []).append(task_id)
+            elif reply is not None and not reply.done:  # failed with a crashed broker
+                reply.resolve(answer)
 
     async def _kick(self, message: Kick) -> None:
         task_id = message.message.task_id

@@ -188,6 +188,8 @@ def _hub_command(args: argparse.Namespace) -> int:
     from .hub import open_hub
     from .serializers import serializer_by_name
 
+    if args.max_queued < 1:
+        raise CommandError("--max-queued must be at least 1")
     secret = _secret(args)
     ssl_context = _tls(args.certfile, args.keyfile, None)
 

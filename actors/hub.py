@@ -61,6 +61,8 @@ async def open_hub(
     beyond it is not acknowledged until a task ends, so clients' ``kiq`` waits (None: no
     bound).
     """
+    if max_queued is not None and max_queued < 1:
+        raise ValueError(f"max_queued must be at least 1 or None, not {max_queued!r}")
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
     )

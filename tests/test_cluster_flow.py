@@ -7,12 +7,21 @@ import datetime
 from functools import partial
 from typing import Any
 
+import attrs
 import pendulum
 import pytest
 import trio
 
-from actors import AsyncTaskiqTask, SendTaskError, TaskExpiredError, TaskStatus, WebSocketBroker
+from actors import (
+    AsyncTaskiqTask,
+    SendTaskError,
+    TaskExpiredError,
+    TaskiqMessage,
+    TaskStatus,
+    WebSocketBroker,
+)
 from actors.hub import open_hub, serve_hub
+from actors.protocol import Kick
 from actors.queue import TaskQueue, TaskRecord
 from actors.worker_node import open_worker_node
 
@@ -148,3 +157,38 @@ async def test_a_delay_counts_from_the_kick_however_late_the_hub_gets_it(
         nursery.cancel_scope.cancel()
     [when] = ran_at
     assert (when - START).total_seconds() == pytest.approx(30)
+
+
+async def test_a_kick_held_by_a_full_hub_and_sent_again_runs_once(autojump_clock: Any) -> None:
+    runs: list[str] = []
+    async with open_hub("local://", max_queued=1) as hub:
+        assert hub.address is not None
+        broker = WebSocketBroker(hub.address)
+
+        @broker.task("block")
+        async def block() -> None:
+            await trio.sleep_forever()
+
+        @broker.task("once")
+        async def once() -> None:
+            runs.append("ran")
+
+        async with broker, open_worker_node(broker):
+            blocking = await block.kiq()  # the queue is full while it runs
+            raw = TaskiqMessage(task_id="t-1", task_name="once", labels={}, args=[], kwargs={})
+            assert broker.node is not None and broker._broker_ref is not None
+            kick = Kick(broker.formatter.dumps(raw), broker.node.name, broker._ack_to)
+            await broker._broker_ref.tell(kick)
+            await broker._broker_ref.tell(attrs.evolve(kick, resend=True))
+            await trio.sleep(1)
+            assert await broker.task_status("t-1") is TaskStatus.NOT_FOUND  # held
+            assert await blocking.abort()
+            await broker.wait_result("t-1")
+            await broker.wait_all()
+    assert runs == ["ran"]
+
+
+async def test_max_queued_must_leave_room() -> None:
+    with pytest.raises(ValueError, match="max_queued"):
+        async with open_hub("local://", max_queued=0):
+            pass
