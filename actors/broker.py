@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import hashlib
 import math
 from collections.abc import Callable
@@ -63,7 +64,16 @@ __all__ = [
 ]
 
 
-WallClock = Callable[[], pendulum.DateTime]
+DateTime = pendulum.DateTime
+WallClock = Callable[[], DateTime]
+
+
+def _later(start: DateTime, seconds: float) -> DateTime | None:
+    """``seconds`` after ``start``; None after the year 9999."""
+    try:
+        return start + datetime.timedelta(seconds=seconds)
+    except OverflowError:
+        return None
 
 
 def unique_key(task_name: str, arguments: bytes) -> str:
@@ -89,6 +99,8 @@ class BrokerState:
     workers: dict[str, _WorkerSlot] = attrs.field(factory=dict)
     drains: list[Reply] = attrs.field(factory=list)
     aborts: dict[str, list[Reply]] = attrs.field(factory=lambda: collections.defaultdict(list))
+    #: Kicks held while the queue is full, oldest first (see ``max_queued``).
+    parked: dict[str, tuple[Kick | Enqueue, Reply | None]] = attrs.field(factory=dict)
 
 
 class BrokerActor(Actor[BrokerRequest]):
@@ -106,6 +118,7 @@ class BrokerActor(Actor[BrokerRequest]):
         store: ActorRef[StoreRequest],
         wall_clock: WallClock,
         encode_with: TaskiqSerializer | None = None,
+        max_queued: int | None = None,
     ) -> None:
         self.state = state
         self.queue = state.queue
@@ -116,6 +129,7 @@ class BrokerActor(Actor[BrokerRequest]):
         self._armed_for: float | None = None
         self._watched: set[str] = set()
         self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
+        self.max_queued = max_queued
 
     async def started(self) -> None:
         self.nursery.start_soon(self._timer)
@@ -127,19 +141,16 @@ class BrokerActor(Actor[BrokerRequest]):
     async def receive(self, message: BrokerRequest) -> Any:
         answer: Any = None
         if isinstance(message, Enqueue):
+            if self._full():
+                self._park(message.message.task_id, message, self.defer_reply())
+                return None
             answer = await self._enqueue(message.message)
             if self._free_worker() is not None:
                 await self._dispatch()  # a task kicked while a worker has room starts first
         elif isinstance(message, Finished):
             await self._finished(message)
         elif isinstance(message, Kick):
-            task_id = message.message.task_id
-            queue = self.queue
-            if not message.resend or (
-                queue.live(task_id) is None and task_id not in queue.finished
-            ):
-                await self._enqueue(message.message)
-            self._accepted.setdefault((message.ack_node, message.ack_actor), []).append(task_id)
+            await self._kick(message)
         elif isinstance(message, Tick):
             await self._tick()
         elif isinstance(message, NodeLost):
@@ -162,20 +173,56 @@ class BrokerActor(Actor[BrokerRequest]):
         return answer
 
     async def drained(self) -> None:
-        """After a batch of messages: hand out the room freed in it (to the highest
-        priorities waiting), re-arm the timer, and tell ``wait_all`` callers once nothing
-        is left."""
+        """After a batch of messages: take parked kicks into the room freed in it, hand
+        out the workers' room (to the highest priorities waiting), re-arm the timer, and
+        tell ``wait_all`` callers once nothing is left."""
+        if self.state.parked:
+            await self._admit_parked()
         await self._dispatch()
         if self._accepted:
             await self._acknowledge()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
-        if not self.queue.records and self.state.drains:
+        if not self.queue.records and not self.state.parked and self.state.drains:
             for reply in self.state.drains:
                 reply.resolve(None)
             self.state.drains.clear()
 
     # Accepting -------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        """Whether a kick must wait: the queue holds ``max_queued`` tasks, or older kicks
+        wait (a new one does not overtake them)."""
+        limit = self.max_queued
+        return limit is not None and (bool(self.state.parked) or len(self.queue.records) >= limit)
+
+    def _park(self, task_id: str, kick: Kick | Enqueue, reply: Reply | None) -> None:
+        """Hold a kick that finds the queue full, unacknowledged (or its ask unanswered)
+        until room frees: its sender waits, and the mailbox keeps draining. A kick already
+        parked (sent again after a reconnect) is held once."""
+        if task_id not in self.state.parked:
+            self.state.parked[task_id] = (kick, reply)
+
+    async def _admit_parked(self) -> None:
+        parked, limit = self.state.parked, self.max_queued or 0
+        while parked and len(self.queue.records) < limit:
+            task_id = next(iter(parked))
+            kick, reply = parked.pop(task_id)
+            answer = await self._enqueue(kick.message)
+            if isinstance(kick, Kick):
+                self._accepted.setdefault((kick.ack_node, kick.ack_actor), []).append(task_id)
+            elif reply is not None and not reply.done:  # failed with a crashed broker
+                reply.resolve(answer)
+
+    async def _kick(self, message: Kick) -> None:
+        task_id = message.message.task_id
+        queue = self.queue
+        if not message.resend or (queue.live(task_id) is None and task_id not in queue.finished):
+            if self._full():
+                self._park(task_id, message, None)
+                return
+            await self._enqueue(message.message)
+        self._accepted.setdefault((message.ack_node, message.ack_actor), []).append(task_id)
 
     async def _enqueue(self, message: BrokerMessage) -> str:
         queue = self.queue
@@ -190,17 +237,22 @@ class BrokerActor(Actor[BrokerRequest]):
         else:
             key = None
         now = trio.current_time()
-        record = TaskRecord(message, Phase.WAITING, enqueue_time=self.wall_clock())
+        wall = self.wall_clock()
+        record = TaskRecord(message, Phase.WAITING, enqueue_time=wall)
         try:
             record.priority = int_label(labels, "priority") or 0
-            record.eta = self._eta(labels, now)
+            due_in = self._due(record, labels, wall)
             expire = seconds_label(labels, "expire")
+            if expire is not None:
+                expire -= self._since_kick(labels, wall)
             dependencies = ids_label(labels, "depends_on")
         except SendTaskError as error:  # a label that did not come through kiq's checks
             queue.add(record)
             await self._end(record, Phase.DONE, error)
             return message.task_id
         record.unique_key = key
+        if due_in is not None:
+            record.eta = now + due_in
         if expire is not None:
             record.expire_at = now + expire
         ended = await self._link_dependencies(record, dependencies) if dependencies else None
@@ -214,14 +266,25 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._fail_dependents_of(ended[0], [record])
         return message.task_id
 
-    def _eta(self, labels: dict[str, Any], now: float) -> float | None:
+    def _due(self, record: TaskRecord, labels: dict[str, Any], wall: DateTime) -> float | None:
+        """Set ``record.due`` from its ``delay`` or ``eta``; the seconds until then."""
         delay = seconds_label(labels, "delay")
         if delay is not None:
-            return now + delay
+            delay -= self._since_kick(labels, wall)
+            record.due = _later(wall, delay)
+            return delay
         when = eta_label(labels)
         if when is not None:
-            return now + (when - self.wall_clock()).total_seconds()
+            record.due = when
+            return (when - wall).total_seconds()
         return None
+
+    @staticmethod
+    def _since_kick(labels: dict[str, Any], wall: DateTime) -> float:
+        """Seconds since the client kicked (``kicked_at``, its wall clock): a delay or an
+        expiry counts from the kick, however late the kick got here."""
+        kicked = eta_label(labels, "kicked_at")
+        return 0.0 if kicked is None else (wall - kicked).total_seconds()
 
     async def _link_dependencies(
         self, record: TaskRecord, dependencies: list[str]
@@ -383,7 +446,10 @@ class BrokerActor(Actor[BrokerRequest]):
             if ended.labels is not None:
                 record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
-            record.eta = now + ended.delay if ended.delay > 0 else None
+            record.eta = record.due = None
+            if ended.delay > 0:
+                record.eta = now + ended.delay
+                record.due = _later(self.wall_clock(), ended.delay)
             self.queue.place(record, now)
             return
         if ended.outcome == "done":
@@ -526,10 +592,7 @@ class BrokerActor(Actor[BrokerRequest]):
         record = self.queue.live(task_id)
         if record is None:
             return None
-        scheduled = None
-        if record.phase is Phase.SCHEDULED and record.eta is not None:
-            with contextlib.suppress(OverflowError):  # due after the year 9999: unknown
-                scheduled = self.wall_clock().add(seconds=record.eta - trio.current_time())
+        scheduled = record.due if record.phase is Phase.SCHEDULED else None
         return LiveTask(
             message=record.message,
             tries=record.tries,

@@ -202,6 +202,12 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a ping waits for its pong before the link is dropped and a hung "
         "worker's runs go to others (default 15)",
     )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=100_000,
+        help="live tasks held before kicks wait for room (default 100000)",
+    )
     _secret_arguments(parser)
 
 
@@ -210,6 +216,8 @@ def _hub_command(args: argparse.Namespace) -> int:
     from .hub import open_hub
     from .serializers import serializer_by_name
 
+    if args.max_queued < 1:
+        raise CommandError("--max-queued must be at least 1")
     secret = _secret(args)
     ssl_context = _tls(args.certfile, args.keyfile, None)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
@@ -223,6 +231,7 @@ def _hub_command(args: argparse.Namespace) -> int:
             result_backend=InmemoryResultBackend(args.max_stored_results),
             ssl_context=ssl_context,
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
+            max_queued=args.max_queued,
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
             await trio.sleep_forever()

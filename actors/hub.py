@@ -62,6 +62,7 @@ async def open_hub(
     name: str = HUB_NODE,
     wall_clock: WallClock = utc_now,
     heartbeat: tuple[float, float] | None = None,
+    max_queued: int | None = 100_000,
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
@@ -69,7 +70,12 @@ async def open_hub(
     ``heartbeat``: ``(interval, timeout)`` of the pings on its websocket links (default
     5 s and 15 s; ``local://`` links have none): a worker that does not answer within
     both loses its runs to others.
+    ``max_queued`` bounds the live tasks (queued, scheduled, waiting or running): a kick
+    beyond it is not acknowledged until a task ends, so clients' ``kiq`` waits (None: no
+    bound).
     """
+    if max_queued is not None and max_queued < 1:
+        raise ValueError(f"max_queued must be at least 1 or None, not {max_queued!r}")
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
     )
@@ -82,7 +88,9 @@ async def open_hub(
         async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:
 
             def broker() -> BrokerActor:
-                return BrokerActor(state, node.ref(STORE_ACTOR), wall_clock, encode_with)
+                return BrokerActor(
+                    state, node.ref(STORE_ACTOR), wall_clock, encode_with, max_queued
+                )
 
             children = [
                 ChildSpec(STORE_ACTOR, lambda: ResultStore(backend)),

@@ -89,18 +89,19 @@ def int_label(labels: dict[str, Any], name: str, minimum: int | None = None) -> 
     return number
 
 
-def eta_label(labels: dict[str, Any]) -> pendulum.DateTime | None:
-    """The ``eta`` label: an ISO datetime string or a datetime (naive means UTC)."""
-    value = labels.get("eta")
+def eta_label(labels: dict[str, Any], name: str = "eta") -> pendulum.DateTime | None:
+    """An instant label (``eta``, ``kicked_at``): an ISO datetime string or a datetime
+    (naive means UTC)."""
+    value = labels.get(name)
     if value is None:
         return None
     if isinstance(value, str):
         try:
             value = pendulum.parse(value)
         except Exception:  # pendulum raises several kinds for text it cannot read
-            raise _refused("eta", value, "an ISO datetime") from None
+            raise _refused(name, value, "an ISO datetime") from None
     if not isinstance(value, datetime.datetime):
-        raise _refused("eta", value, "an ISO datetime")
+        raise _refused(name, value, "an ISO datetime")
     return pendulum.instance(value)
 
 
@@ -132,7 +133,8 @@ _READERS: dict[str, Callable[[dict[str, Any], str], object]] = {
     "ttl": seconds_label,
     "timeout": seconds_label,
     "priority": int_label,
-    "eta": lambda labels, _: eta_label(labels),
+    "eta": eta_label,
+    "kicked_at": eta_label,
     "max_tries": _count_label,
     "max_retries": _count_label,
     "_retries": _count_label,

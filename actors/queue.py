@@ -34,6 +34,10 @@ class TaskRecord:
     priority: int = 0
     seq: int = 0
     tries: int = 0
+    #: When it is due, on the wall clock (what ``TaskInfo.scheduled`` says); None past
+    #: the year 9999.
+    due: pendulum.DateTime | None = None
+    #: The trio-clock times of its timers, derived from wall-clock instants on arrival.
     eta: float | None = None
     expire_at: float | None = None
     waiting_on: set[str] = attrs.field(factory=set)

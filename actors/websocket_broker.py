@@ -20,11 +20,12 @@ import attrs
 import trio
 
 from .actor_broker import ActorBroker
+from .broker import WallClock
 from .events import TaskiqEvents
 from .exceptions import SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
 from .protocol import Accepted, BrokerMessage, Kick
-from .result import TaskiqResult
+from .result import TaskiqResult, utc_now
 from .runtime import Actor, ActorError, Node
 from .wire import WireError
 
@@ -55,14 +56,17 @@ class WebSocketBroker(ActorBroker):
         url: The hub's address.
         secret: The cluster's shared secret (the hub's).
         ssl_context: For ``wss://``: the context that checks the hub's certificate.
-        connect_timeout: How long a kick waits for the link to the hub before it
-            raises ``SendTaskError``.
-        hand_over_timeout: How long leaving ``async with broker:`` waits for the hub
-            to accept every kick.
+        connect_timeout: How long a kick waits for the link to the hub, or for room
+            among the kicks in flight, before it raises ``SendTaskError``.
+        hand_over_timeout: How long leaving waits for the hub to accept every kick.
         resend_after: A kick the hub has not acknowledged within this many seconds (at
             most twice that) is sent again, in case the hub's broker actor restarted and
             lost it or its acknowledgement.
+        max_in_flight: Kicks the hub has not acknowledged yet, at most; a kick beyond
+            waits for an acknowledgement (a hub whose queue is full holds them back).
         hub: The hub's node name.
+        wall_clock: What "now" is for ``delay`` and ``expire`` (UTC); the hub's and the
+            clients' clocks are assumed in step (NTP).
     """
 
     def __init__(
@@ -74,7 +78,9 @@ class WebSocketBroker(ActorBroker):
         connect_timeout: float = 10.0,
         hand_over_timeout: float = 10.0,
         resend_after: float = 5.0,
+        max_in_flight: int = 1000,
         hub: str = HUB_NODE,
+        wall_clock: WallClock = utc_now,
     ) -> None:
         super().__init__()
         self.url = url
@@ -83,7 +89,9 @@ class WebSocketBroker(ActorBroker):
         self.connect_timeout = connect_timeout
         self.hand_over_timeout = hand_over_timeout
         self.resend_after = resend_after
+        self.max_in_flight = max_in_flight
         self.hub = hub
+        self.wall_clock = wall_clock
         self._node: Node | None = None
         self._attached: Node | None = None
         self._as_worker = False
@@ -92,6 +100,7 @@ class WebSocketBroker(ActorBroker):
         self._unacked: dict[str, BrokerMessage] = {}
         self._all_acked = trio.Event()
         self._kicks_pending = trio.Event()  # set while _unacked holds kicks
+        self._acked = trio.Event()  # set (and replaced) on each acknowledgement
 
     def attach(self, node: Node, *, worker: bool = False) -> Self:
         """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
@@ -165,6 +174,8 @@ class WebSocketBroker(ActorBroker):
     def _accepted(self, task_ids: list[str]) -> None:
         for task_id in task_ids:
             self._unacked.pop(task_id, None)
+        self._acked.set()
+        self._acked = trio.Event()
         if not self._unacked:
             self._all_acked.set()
             self._kicks_pending = trio.Event()
@@ -202,7 +213,12 @@ class WebSocketBroker(ActorBroker):
     async def kick(self, message: BrokerMessage) -> str:
         labels = message.labels
         if any(isinstance(value, _TIMES) for value in labels.values()):
-            message = attrs.evolve(message, labels={k: _plain(v) for k, v in labels.items()})
+            labels = {k: _plain(v) for k, v in labels.items()}
+        if "delay" in labels or "expire" in labels:
+            # They count from now, however late the hub gets the kick (a reconnect).
+            labels = {**labels, "kicked_at": self.wall_clock().isoformat()}
+        if labels is not message.labels:
+            message = attrs.evolve(message, labels=labels)
         if not await self._linked():
             raise SendTaskError(
                 f"task {message.task_id} was not sent: no link to the hub at {self.url} "
@@ -212,6 +228,8 @@ class WebSocketBroker(ActorBroker):
         if node is None or broker is None or message.labels.get("unique") or self.await_inplace:
             return await super().kick(message)  # an ask: its answer is the acknowledgement
         task_id = message.task_id
+        if len(self._unacked) >= self.max_in_flight:
+            await self._wait_for_room(task_id)
         if not self._unacked:
             self._all_acked = trio.Event()
             self._kicks_pending.set()
@@ -224,6 +242,16 @@ class WebSocketBroker(ActorBroker):
         except ActorError:
             pass  # the link just went: it is resent when it is back
         return task_id
+
+    async def _wait_for_room(self, task_id: str) -> None:
+        with trio.move_on_after(self.connect_timeout):
+            while len(self._unacked) >= self.max_in_flight:
+                await self._acked.wait()
+            return
+        raise SendTaskError(
+            f"task {task_id} was not sent: the hub at {self.url} accepted none of the "
+            f"{len(self._unacked)} kicks in flight within {self.connect_timeout}s (queue full?)"
+        )
 
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
         await self._linked()  # if it is not, the store's ref says so (ResultGetError)

@@ -35,6 +35,7 @@ class OneProcessCluster(WebSocketBroker):
         self.cast_types = like.cast_types
         self.propagate_exceptions = like.propagate_exceptions
         self.await_inplace = like.await_inplace
+        self.wall_clock = like.wall_clock
         self._like = like
 
     async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:

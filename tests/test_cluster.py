@@ -253,7 +253,8 @@ async def test_time_labels_cross_a_link_as_plain_data(
     begin = trio.current_time()
     handle = await kicker.kiq()
     assert await handle == "ran"
-    assert trio.current_time() - begin == pytest.approx(5)
+    # The delay counts from the kick on the real wall clock, which runs on meanwhile.
+    assert trio.current_time() - begin == pytest.approx(5, abs=0.01)
     at = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
     assert await (await job.kicker().with_labels(eta=at).kiq()) == "ran"
 
