@@ -47,6 +47,7 @@ from .protocol import (
     StoreRequest,
     StoreResult,
     Tick,
+    Watch,
     WorkerReady,
     WorkerRequest,
     WorkerTasks,
@@ -165,9 +166,9 @@ class BrokerActor(Actor[BrokerRequest]):
         """After a batch of messages: hand out the room freed in it (to the highest
         priorities waiting), re-arm the timer, and tell ``wait_all`` callers once nothing
         is left."""
-        await self._dispatch()
         if self._accepted:
             await self._acknowledge()
+        await self._dispatch()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and self.state.drains:
@@ -331,9 +332,11 @@ class BrokerActor(Actor[BrokerRequest]):
             queue.put_back(record)
 
     async def _acknowledge(self) -> None:
-        """Tell each client which of its kicks this batch accepted, in one message."""
+        """Tell each client which of its kicks this batch accepted, in one message, and
+        have the store push their results to it (before the runs are handed out)."""
         accepted, self._accepted = self._accepted, {}
         for (node, actor), task_ids in accepted.items():
+            await self.store.tell(Watch(node, actor, task_ids))
             with contextlib.suppress(ActorError):  # gone: it resends what it kept
                 await self.node.ref(actor, node=node).tell(Accepted(task_ids))
 
