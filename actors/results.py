@@ -119,13 +119,17 @@ class ResultStore(Actor[StoreRequest]):
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
         self._stored += 1
-        for reply in self._waiters.pop(task_id, {}).values():
-            reply.resolve(result)
+        waiters = self._waiters.pop(task_id, None)
+        if waiters:
+            for reply in waiters.values():
+                reply.resolve(result)
         self._remember_end(task_id, _STORED)
-        if ttl is None:
-            self._push(task_id, result)
-        else:  # not pushed: a client's copy would outlive the ttl
-            self._watchers.pop(task_id, None)
+        if self._watchers:
+            # Not pushed when its waiters have it, or a client's copy would outlive the ttl.
+            client = self._watchers.pop(task_id, None)
+            if client is not None and ttl is None and not waiters:
+                self._push(client, task_id, result)
+        if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
 
@@ -153,20 +157,23 @@ class ResultStore(Actor[StoreRequest]):
             del self._waiters[task_id]
 
     def _no_result(self, task_id: str) -> None:
-        for reply in self._waiters.pop(task_id, {}).values():
-            reply.resolve(NoResult(_NO_RESULT.format(task_id=task_id)))
+        no_result = NoResult(_NO_RESULT.format(task_id=task_id))
+        waiters = self._waiters.pop(task_id, None)
+        if waiters:
+            for reply in waiters.values():
+                reply.resolve(no_result)
         self._remember_end(task_id, _NO_RESULT)
-        self._push(task_id, NoResult(_NO_RESULT.format(task_id=task_id)))
-
-    def _push(self, task_id: str, result: Stored | NoResult) -> None:
         client = self._watchers.pop(task_id, None)
-        if client is not None:
-            pushed = self._pushes.get(client)
-            if pushed is None:
-                pushed = self._pushes[client] = Pushed([], [], [], 0, self._keep)
-            pushed.task_ids.append(task_id)
-            pushed.results.append(result)
-            pushed.seqs.append(self._stored)
+        if client is not None and not waiters:
+            self._push(client, task_id, no_result)
+
+    def _push(self, client: tuple[str, str], task_id: str, result: Stored | NoResult) -> None:
+        pushed = self._pushes.get(client)
+        if pushed is None:
+            pushed = self._pushes[client] = Pushed([], [], [], 0, self._keep)
+        pushed.task_ids.append(task_id)
+        pushed.results.append(result)
+        pushed.seqs.append(self._stored)
 
     async def drained(self) -> None:
         """After a batch: push each watching client its results, in one message."""

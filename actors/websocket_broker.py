@@ -227,7 +227,9 @@ class WebSocketBroker(ActorBroker):
             if keeps == -1 or self._hub_stored - seq < keeps:  # not evicted on the hub yet
                 return open_result(result, task_id, self.serializer)
         await self._linked()  # if it is not, the store's ref says so (ResultGetError)
-        return await super().wait_result(task_id)
+        result = await super().wait_result(task_id)
+        self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
+        return result
 
 
 class _Acks(Actor[Accepted | Pushed]):

@@ -400,3 +400,16 @@ async def test_a_client_reads_the_results_of_its_kicks_without_asking_the_hub(
             assert asked == []
             assert (await handles[0].wait_result()).return_value == 1  # again: from the hub
             assert len(asked) == 1
+
+
+async def test_a_client_keeps_no_copy_of_results_it_waited_for_by_asking(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_hub("local://", result_backend=InmemoryResultBackend(-1)) as hub:
+        assert hub.address is not None
+        broker, add = with_add(hub.address)
+        async with broker, open_worker_node(broker, workers=1):
+            for n in range(5):
+                assert (await (await add.kiq(n, 1)).wait_result()).return_value == n + 1
+            await trio.sleep(1)
+            assert not broker._pushed  # each was the store's answer, not also pushed
