@@ -30,6 +30,8 @@ import msgpack
 import pendulum
 from cattrs.preconf.msgpack import make_converter
 
+from .serializers import in_zone
+
 __all__ = [
     "Answer",
     "Ask",
@@ -72,13 +74,7 @@ def _structure_datetime(raw: Any, _: type) -> pendulum.DateTime:
         raise WireError(f"not a datetime: {raw!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
-    local = parsed.astimezone(tz)
-    return pendulum.DateTime(
-        *(local.year, local.month, local.day, local.hour, local.minute, local.second),
-        local.microsecond,
-        tzinfo=tz,
-        fold=local.fold,
-    )
+    return in_zone(parsed, tz)
 
 
 converter.register_unstructure_hook(pendulum.DateTime, _unstructure_datetime)
