@@ -48,6 +48,7 @@ from .protocol import (
     StoreRequest,
     StoreResult,
     Tick,
+    Watch,
     WorkerReady,
     WorkerRequest,
     WorkerTasks,
@@ -173,14 +174,15 @@ class BrokerActor(Actor[BrokerRequest]):
         return answer
 
     async def drained(self) -> None:
-        """After a batch of messages: take parked kicks into the room freed in it, hand
-        out the workers' room (to the highest priorities waiting), re-arm the timer, and
-        tell ``wait_all`` callers once nothing is left."""
+        """After a batch of messages: take parked kicks into the room freed in it,
+        acknowledge the kicks accepted (their clients' results are watched from now on),
+        hand out the workers' room (to the highest priorities waiting), re-arm the timer,
+        and tell ``wait_all`` callers once nothing is left."""
         if self.state.parked:
             await self._admit_parked()
-        await self._dispatch()
         if self._accepted:
             await self._acknowledge()
+        await self._dispatch()
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and not self.state.parked and self.state.drains:
@@ -394,9 +396,11 @@ class BrokerActor(Actor[BrokerRequest]):
             queue.put_back(record)
 
     async def _acknowledge(self) -> None:
-        """Tell each client which of its kicks this batch accepted, in one message."""
+        """Tell each client which of its kicks this batch accepted, in one message, and
+        have the store push their results to it (before the runs are handed out)."""
         accepted, self._accepted = self._accepted, {}
         for (node, actor), task_ids in accepted.items():
+            await self.store.tell(Watch(node, actor, task_ids))
             with contextlib.suppress(ActorError):  # gone: it resends what it kept
                 await self.node.ref(actor, node=node).tell(Accepted(task_ids))
 

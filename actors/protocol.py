@@ -42,6 +42,7 @@ __all__ = [
     "LiveTask",
     "NoResult",
     "NodeLost",
+    "Pushed",
     "Run",
     "RunEnded",
     "Runs",
@@ -54,6 +55,7 @@ __all__ = [
     "Stored",
     "Tick",
     "WaitResult",
+    "Watch",
     "WorkerReady",
     "WorkerRequest",
     "WorkerTasks",
@@ -314,6 +316,32 @@ class StopWaiting:
 
 
 @attrs.define
+class Watch:
+    """Push the results of ``task_ids`` (kicked by one client) to the actor ``actor`` on
+    node ``node`` as they are stored, so that client's waits need no round trip."""
+
+    node: str
+    actor: str
+    task_ids: list[str]
+
+
+@attrs.define
+class Pushed:
+    """Results the store pushed to a client that kicked them (``results[i]`` is
+    ``task_ids[i]``'s, :data:`Stored` or :class:`NoResult`).
+
+    The store's backend keeps the newest ``keep`` results: a result that was the
+    store's ``seqs[i]``-th is gone from it once ``stored`` (its count now) reaches
+    ``seqs[i] + keep``, and the client no longer reads its own copy then."""
+
+    task_ids: list[str]
+    results: list[Stored | NoResult]
+    seqs: list[int]
+    stored: int
+    keep: int
+
+
+@attrs.define
 class GetResult:
     """The reply is the stored result (:data:`Stored`) or :class:`NoResult`."""
 
@@ -348,6 +376,7 @@ StoreRequest = (
     | CopyResult
     | WaitResult
     | StopWaiting
+    | Watch
     | GetResult
     | IsReady
     | SetProgress
@@ -360,7 +389,7 @@ for _cls in (
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
     Abort, Inspect, Status, Drain,
     Run, Runs, CancelRun,
-    StoreResult, CopyResult, WaitResult, StopWaiting, GetResult, IsReady, SetProgress,
-    GetProgress,
+    StoreResult, CopyResult, WaitResult, StopWaiting, Watch, Pushed, GetResult, IsReady,
+    SetProgress, GetProgress,
 ):  # fmt: skip
     wire.register(_cls, f"taskq.{_cls.__name__}")

@@ -9,6 +9,7 @@ Results with a ``ttl`` are deleted when it runs out.
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import logging
 import math
@@ -17,7 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from .backends.results import AsyncResultBackend
+from .backends.results import AsyncResultBackend, InmemoryResultBackend
 from .exceptions import ResultGetError
 from .protocol import (
     EncodedResult,
@@ -25,15 +26,17 @@ from .protocol import (
     GetResult,
     IsReady,
     NoResult,
+    Pushed,
     SetProgress,
     StopWaiting,
     Stored,
     StoreRequest,
     StoreResult,
     WaitResult,
+    Watch,
 )
 from .result import TaskiqResult, TaskProgress, result_from_wire
-from .runtime import Actor, Reply
+from .runtime import Actor, ActorError, Reply
 from .serializers import TaskiqSerializer
 
 __all__ = ["ResultStore", "open_result"]
@@ -59,6 +62,12 @@ class ResultStore(Actor[StoreRequest]):
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._remember = remember
         self._waiters: dict[str, dict[str, Reply]] = collections.defaultdict(dict)
+        # The client that kicked each watched task, and the results owed to each client.
+        self._watchers: dict[str, tuple[str, str]] = {}
+        self._pushes: dict[tuple[str, str], Pushed] = {}
+        # Results are pushed only when the backend's evictions can be followed.
+        self._keep = backend.max_stored_results if type(backend) is InmemoryResultBackend else 0
+        self._stored = 0
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
 
@@ -74,6 +83,13 @@ class ResultStore(Actor[StoreRequest]):
             return None
         if isinstance(message, WaitResult):
             return await self._wait(message.task_id, message.waiter)
+        if isinstance(message, Watch):
+            client = (message.node, message.actor)
+            if self._keep:
+                for task_id in message.task_ids:
+                    if task_id not in self._ended:  # else the client asks (a resent kick)
+                        self._watchers[task_id] = client
+            return None
         if isinstance(message, StopWaiting):
             self._stop_waiting(message.task_id, message.waiter)
             return None
@@ -102,9 +118,17 @@ class ResultStore(Actor[StoreRequest]):
         except Exception:
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
-        for reply in self._waiters.pop(task_id, {}).values():
-            reply.resolve(result)
+        self._stored += 1
+        waiters = self._waiters.pop(task_id, None)
+        if waiters:
+            for reply in waiters.values():
+                reply.resolve(result)
         self._remember_end(task_id, _STORED)
+        if self._watchers:
+            # Not pushed when its waiters have it, or a client's copy would outlive the ttl.
+            client = self._watchers.pop(task_id, None)
+            if client is not None and ttl is None and not waiters:
+                self._push(client, task_id, result)
         if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
@@ -133,9 +157,33 @@ class ResultStore(Actor[StoreRequest]):
             del self._waiters[task_id]
 
     def _no_result(self, task_id: str) -> None:
-        for reply in self._waiters.pop(task_id, {}).values():
-            reply.resolve(NoResult(_NO_RESULT.format(task_id=task_id)))
+        no_result = NoResult(_NO_RESULT.format(task_id=task_id))
+        waiters = self._waiters.pop(task_id, None)
+        if waiters:
+            for reply in waiters.values():
+                reply.resolve(no_result)
         self._remember_end(task_id, _NO_RESULT)
+        client = self._watchers.pop(task_id, None)
+        if client is not None and not waiters:
+            self._push(client, task_id, no_result)
+
+    def _push(self, client: tuple[str, str], task_id: str, result: Stored | NoResult) -> None:
+        pushed = self._pushes.get(client)
+        if pushed is None:
+            pushed = self._pushes[client] = Pushed([], [], [], 0, self._keep)
+        pushed.task_ids.append(task_id)
+        pushed.results.append(result)
+        pushed.seqs.append(self._stored)
+
+    async def drained(self) -> None:
+        """After a batch: push each watching client its results, in one message."""
+        if self._pushes:
+            pushes, self._pushes = self._pushes, {}
+            for (node, actor), pushed in pushes.items():
+                pushed.stored = self._stored
+                # A client that is gone asks for what it still waits for (WaitResult).
+                with contextlib.suppress(ActorError):
+                    await self.node.ref(actor, node=node).tell(pushed)
 
     def _remember_end(self, task_id: str, reason: str) -> None:
         self._ended[task_id] = reason

@@ -8,6 +8,7 @@ run on worker nodes (:mod:`actors.worker_node`) that import the same broker obje
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import logging
@@ -24,8 +25,9 @@ from .broker import WallClock
 from .events import TaskiqEvents
 from .exceptions import SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
-from .protocol import Accepted, BrokerMessage, Kick
+from .protocol import Accepted, BrokerMessage, Kick, NoResult, Pushed, Stored
 from .result import TaskiqResult, utc_now
+from .results import open_result
 from .runtime import Actor, ActorError, Node
 from .wire import WireError
 
@@ -33,8 +35,13 @@ __all__ = ["ACKS_ACTOR", "WebSocketBroker"]
 
 log = logging.getLogger("actors.websocket_broker")
 
-#: The client's actor the hub acknowledges kicks to (a random suffix per start).
+#: The client's actor the hub acknowledges kicks and pushes results to (a random
+#: suffix per start).
 ACKS_ACTOR = "taskq.acks"
+
+#: How many pushed results a client keeps for a wait to come (the oldest go first;
+#: a wait for one that went asks the hub).
+PUSHED_KEPT = 100_000
 
 _TIMES = (datetime.timedelta, datetime.date)
 
@@ -101,6 +108,12 @@ class WebSocketBroker(ActorBroker):
         self._all_acked = trio.Event()
         self._kicks_pending = trio.Event()  # set while _unacked holds kicks
         self._acked = trio.Event()  # set (and replaced) on each acknowledgement
+        #: Results of this client's kicks the hub pushed, until a wait takes them.
+        self._pushed: collections.OrderedDict[str, tuple[int, Stored | NoResult]] = (
+            collections.OrderedDict()
+        )
+        self._hub_stored = 0  # what the hub's last push said of its store (``Pushed``)
+        self._hub_keeps = 0
 
     def attach(self, node: Node, *, worker: bool = False) -> Self:
         """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
@@ -196,7 +209,17 @@ class WebSocketBroker(ActorBroker):
             self._unacked.clear()
             self._kicks_pending = trio.Event()
 
+    def _keep_pushed(self, pushed: Pushed) -> None:
+        kept = self._pushed
+        kept.update(
+            zip(pushed.task_ids, zip(pushed.seqs, pushed.results, strict=True), strict=True)
+        )
+        self._hub_stored, self._hub_keeps = pushed.stored, pushed.keep
+        while len(kept) > PUSHED_KEPT:
+            kept.popitem(last=False)
+
     def _forget_actors(self) -> None:
+        self._pushed.clear()
         self._node = self._attached = self._broker_ref = self._store_ref = None
         self._as_worker = False
 
@@ -254,15 +277,26 @@ class WebSocketBroker(ActorBroker):
         )
 
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
+        pushed = self._pushed.pop(task_id, None)
+        if pushed is not None:
+            seq, result = pushed
+            keeps = self._hub_keeps
+            if keeps == -1 or self._hub_stored - seq < keeps:  # not evicted on the hub yet
+                return open_result(result, task_id, self.serializer)
         await self._linked()  # if it is not, the store's ref says so (ResultGetError)
-        return await super().wait_result(task_id)
+        result = await super().wait_result(task_id)
+        self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
+        return result
 
 
-class _Acks(Actor[Accepted]):
-    """Takes the hub's acknowledgements of this client's kicks."""
+class _Acks(Actor[Accepted | Pushed]):
+    """Takes the hub's acknowledgements of this client's kicks, and their results."""
 
     def __init__(self, broker: WebSocketBroker) -> None:
         self.broker = broker
 
-    async def receive(self, message: Accepted) -> None:
-        self.broker._accepted(message.task_ids)
+    async def receive(self, message: Accepted | Pushed) -> None:
+        if isinstance(message, Pushed):
+            self.broker._keep_pushed(message)
+        else:
+            self.broker._accepted(message.task_ids)

