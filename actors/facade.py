@@ -223,6 +223,8 @@ class AsyncBroker(Service):
             message = await maybe_await(middleware.pre_send(message))
         if self.find_task(message.task_name) is None:
             raise UnknownTaskError(task_name=message.task_name)
+        if not isinstance(message.task_id, str) or not message.task_id:
+            raise SendTaskError(f"the task id must be a non-empty string, not {message.task_id!r}")
         labels = message.labels
         check_labels(labels)
         try:

@@ -218,7 +218,7 @@ class AsyncKicker(Generic[P, R]):
     async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskiqTask[R]:
         broker = self.broker.sending_broker()
         message = TaskiqMessage(
-            task_id=self.task_id or broker.id_generator(),
+            task_id=broker.id_generator() if self.task_id is None else self.task_id,
             task_name=self.task_name,
             labels=dict(self.labels),
             args=args,  # made a list by TaskiqMessage

@@ -85,6 +85,19 @@ async def test_kiq_refuses_a_bad_label_naming_it(
     assert await serves(broker)
 
 
+@pytest.mark.parametrize("task_id", [123, ""])
+async def test_kiq_refuses_a_task_id_that_is_not_a_non_empty_string(
+    broker: InMemoryBroker, task_id: Any
+) -> None:
+    @broker.task
+    async def job() -> None:
+        pass
+
+    with pytest.raises(SendTaskError, match="task id"):
+        await job.kicker().with_task_id(task_id).kiq()
+    assert await serves(broker)
+
+
 @pytest.mark.parametrize(("label", "value"), BAD_LABELS[:6])
 def test_the_decorator_refuses_a_bad_label_naming_it(label: str, value: Any) -> None:
     def job() -> None:
