@@ -28,7 +28,7 @@ from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
 from .protocol import Accepted, BrokerMessage, Kick, NoResult, Pushed, Stored
 from .result import TaskiqResult, utc_now
 from .results import open_result
-from .runtime import Actor, ActorError, Node
+from .runtime import Actor, ActorError, Node, unique_node_name
 from .wire import WireError
 
 __all__ = ["ACKS_ACTOR", "WebSocketBroker"]
@@ -136,7 +136,7 @@ class WebSocketBroker(ActorBroker):
     async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
         node = self._attached
         if node is None:
-            name = f"client-{uuid.uuid4().hex[:12]}"  # unique per process and start
+            name = unique_node_name("client")  # unique per process and start
             transport = transport_for(name, self.secret, self.ssl_context)
             node = await stack.enter_async_context(
                 Node.open(name, connect=[self.url], secret=self.secret, transport=transport)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import ssl
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import trio
@@ -22,7 +21,7 @@ from .exceptions import BrokerError
 from .facade import async_shared_broker
 from .hub import BROKER_ACTOR, STORE_ACTOR, transport_for
 from .protocol import WorkerTasks
-from .runtime import ActorError, ChildSpec, Node, Supervisor
+from .runtime import ActorError, ChildSpec, Node, Supervisor, unique_node_name
 from .websocket_broker import WebSocketBroker
 from .worker import SyncThreads, WorkerActor
 
@@ -51,7 +50,7 @@ async def open_worker_node(
     url = url or broker.url
     secret = broker.secret if secret is None else secret
     ssl_context = ssl_context or broker.ssl_context
-    name = f"worker-{uuid.uuid4().hex[:12]}"
+    name = unique_node_name("worker")
     transport = transport_for(name, secret, ssl_context)
     async with (
         Node.open(name, connect=[url], secret=secret, transport=transport) as node,
