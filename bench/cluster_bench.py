@@ -1,14 +1,16 @@
 """The task-queue workloads across processes: a hub, one worker process and a client.
 
     python bench/cluster_bench.py [w1 w2 w3]
+    python bench/cluster_bench.py mem [N]
 
 Starts ``actors hub`` and ``actors worker`` on loopback, runs each workload of
 ``taskq_workloads.py`` from this process through a ``WebSocketBroker``, and prints one
 line per workload. When ``taskiq_redis`` is importable and ``redis-server`` is on PATH,
 it then runs the same workloads on taskiq: a ``redis-server`` on a free loopback port
 (no persistence), taskiq-redis's stream broker and result backend, one ``taskiq worker``
-process, and the client polling every millisecond. Not a test: numbers depend on the
-machine.
+process, and the client polling every millisecond. ``mem`` instead kicks N no-op tasks
+(default 1,000,000) into a hub without workers and prints the hub's resident memory per
+queued task. Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -86,6 +88,50 @@ def run_ours(workload: str) -> dict[str, Any]:
         return trio.run(main)
     finally:
         stop(processes)
+
+
+def resident_bytes(pid: int) -> int:
+    """The process's resident set (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def run_memory(count: int) -> dict[str, Any]:
+    """The hub's memory per queued task: COUNT no-op kicks and no worker to take them."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    hub, ready = start(
+        *("hub", "--listen", "ws://127.0.0.1:0", "--max-queued", str(count + 1)), env=env
+    )
+    try:
+        import cluster_tasks
+
+        cluster_tasks.broker.url = ready.rsplit(" ", 1)[1]
+        # Leaving the broker waits until the hub has accepted every kick.
+        cluster_tasks.broker.hand_over_timeout = 60.0
+
+        async def main() -> tuple[int, float]:
+            async with cluster_tasks.broker:
+                # The first kick links the client: the baseline includes the link.
+                await cluster_tasks.noop.kiq()
+                before = resident_bytes(hub.pid)
+                start_time = time.perf_counter()
+                for _ in range(count - 1):
+                    await cluster_tasks.noop.kiq()
+            return before, time.perf_counter() - start_time
+
+        before, seconds = trio.run(main)
+        after = resident_bytes(hub.pid)
+        return {
+            "queued": count,
+            "kick_seconds": round(seconds, 1),
+            "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "bytes_per_task": round((after - before) / (count - 1)),
+        }
+    finally:
+        stop([hub])
 
 
 def stop(processes: list[subprocess.Popen[str]]) -> None:
@@ -177,6 +223,10 @@ def run_taskiq_redis(workload: str, url: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["mem"]:
+        count = int(argv[1]) if len(argv) > 1 else 1_000_000
+        print(json.dumps({"broker": "ours", "workload": "mem", **run_memory(count)}), flush=True)
+        return
     names = argv or ["w1", "w2", "w3"]
     for workload in names:
         print(
