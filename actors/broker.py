@@ -300,8 +300,7 @@ class BrokerActor(Actor[BrokerRequest]):
         for dependency in dependencies:
             parent = self.queue.live(dependency)
             if parent is not None:
-                record.waiting_on.add(dependency)
-                parent.dependents.append(record.task_id)
+                record.wait_for(parent)
                 continue
             succeeded = self.queue.finished.get(dependency)
             if succeeded is None:
@@ -546,7 +545,7 @@ class BrokerActor(Actor[BrokerRequest]):
         return ttl_label(record.message.labels)
 
     def _dependents(self, record: TaskRecord) -> list[TaskRecord]:
-        found = (self.queue.live(task_id) for task_id in record.dependents)
+        found = (self.queue.live(task_id) for task_id in record.dependents or ())
         return [dependent for dependent in found if dependent is not None]
 
     async def _release_dependents(self, record: TaskRecord, *, succeeded: bool) -> None:
@@ -563,8 +562,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 self.queue.finish(dependent, Phase.DONE, succeeded=True)
                 await self._release_dependents(dependent, succeeded=True)
                 continue
-            dependent.waiting_on.discard(record.task_id)
-            if not dependent.waiting_on:
+            if not dependent.done_waiting_for(record.task_id):
                 self.queue.place(dependent, now)
 
     async def _fail_dependents_of(self, failed_id: str, dependents: list[TaskRecord]) -> None:
@@ -576,8 +574,7 @@ class BrokerActor(Actor[BrokerRequest]):
             if self.queue.live(dependent.task_id) is not dependent:
                 continue
             if dependent.message.labels.get("otherwise_of") == failed:
-                dependent.waiting_on.discard(failed)
-                if not dependent.waiting_on:
+                if not dependent.done_waiting_for(failed):
                     self.queue.place(dependent, now)
                 continue
             self.queue.finish(dependent, Phase.DONE, succeeded=False)
@@ -603,8 +600,8 @@ class BrokerActor(Actor[BrokerRequest]):
             status=record.phase.status,
             enqueue_time=record.enqueue_time,
             scheduled=scheduled,
-            dependencies=sorted(record.waiting_on),
-            dependents=list(record.dependents),
+            dependencies=sorted(record.waiting_on or ()),
+            dependents=list(record.dependents or ()),
         )
 
     def _drain(self) -> None:
