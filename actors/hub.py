@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 
+from transports.base import Transport
+
 from .backends.results import AsyncResultBackend, InmemoryResultBackend
 from .broker import BrokerActor, BrokerState, WallClock
 from .result import utc_now
@@ -36,7 +38,7 @@ def transport_for(
     secret: bytes | str | None,
     ssl_context: ssl.SSLContext | None,
     heartbeat: tuple[float, float] | None = None,
-) -> Any:
+) -> Transport | None:
     """A websocket transport with TLS when an ``ssl_context`` is given, or with the
     ``(interval, timeout)`` of its ``heartbeat``; else None (the node picks its
     transport from the address)."""
@@ -45,10 +47,10 @@ def transport_for(
     from transports.websocket import WebSocketTransport
 
     key = secret.encode() if isinstance(secret, str) else secret
-    interval, timeout = heartbeat or (5.0, 15.0)
-    return WebSocketTransport(
-        name, key, ssl_context=ssl_context, heartbeat_interval=interval, heartbeat_timeout=timeout
-    )
+    transport = WebSocketTransport(name, key, ssl_context=ssl_context)
+    if heartbeat is not None:
+        transport.heartbeat_interval, transport.heartbeat_timeout = heartbeat
+    return transport
 
 
 @asynccontextmanager
