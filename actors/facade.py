@@ -53,6 +53,10 @@ class AsyncBroker(Service):
     Subclasses provide the actors (:class:`InMemoryBroker` runs them in this process).
     """
 
+    #: Whether this process keeps the results in ``result_backend`` (and starts it); a
+    #: :class:`~actors.websocket_broker.WebSocketBroker`'s are its hub's.
+    uses_result_backend = True
+
     def __init__(
         self,
         result_backend: AsyncResultBackend[Any] | None = None,
@@ -192,8 +196,9 @@ class AsyncBroker(Service):
         """The backend, the middlewares, the actors, then the startup events; shutdown
         fires the shutdown events, then stops the actors (running tasks are cancelled)
         and closes the backend."""
-        await self.result_backend.startup()
-        stack.push_async_callback(self.result_backend.shutdown)
+        if self.uses_result_backend:
+            await self.result_backend.startup()
+            stack.push_async_callback(self.result_backend.shutdown)
         for middleware in self.middlewares:
             await maybe_await(middleware.startup())
             stack.push_async_callback(_call_hook, middleware.shutdown)

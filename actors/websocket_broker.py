@@ -74,7 +74,12 @@ class WebSocketBroker(ActorBroker):
         hub: The hub's node name.
         wall_clock: What "now" is for ``delay`` and ``expire`` (UTC); the hub's and the
             clients' clocks are assumed in step (NTP).
+
+    Results live on the hub (``open_hub(result_backend=...)``, ``actors hub
+    --result-backend``): this broker's own ``result_backend`` is neither used nor started.
     """
+
+    uses_result_backend = False
 
     def __init__(
         self,
