@@ -284,6 +284,22 @@ async def test_dependencies_state_context_and_teardown(
     assert events == ["open", "run", "close"]  # cached once per run, torn down after
 
 
+async def test_fire_events_runs_each_events_handlers_with_the_state() -> None:
+    broker = InMemoryBroker()
+    fired: list[tuple[str, TaskiqState]] = []
+
+    @broker.on_event(TaskiqEvents.WORKER_STARTUP, TaskiqEvents.WORKER_SHUTDOWN)
+    async def first(state: TaskiqState) -> None:
+        fired.append(("first", state))
+
+    @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+    def second(state: TaskiqState) -> None:
+        fired.append(("second", state))
+
+    await broker.fire_events([TaskiqEvents.WORKER_SHUTDOWN, TaskiqEvents.CLIENT_STARTUP])
+    assert fired == [("first", broker.state), ("second", broker.state)]
+
+
 async def test_progress_is_visible_while_the_task_runs(broker: InMemoryBroker) -> None:
     halfway, finish = trio.Event(), trio.Event()
 
