@@ -187,7 +187,17 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         help="the clients' serializer, for the errors the hub stores itself (default json)",
     )
     parser.add_argument(
-        "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
+        "--max-stored-results",
+        type=int,
+        default=10_000,
+        help="results kept after they are read; unread ones are kept until read (default 10000)",
+    )
+    parser.add_argument(
+        "--max-result-memory",
+        type=int,
+        default=256,
+        metavar="MIB",
+        help="memory the results may take, read ones evicted first (default 256)",
     )
     parser.add_argument(
         "--result-backend",
@@ -228,7 +238,11 @@ def _hub_command(args: argparse.Namespace) -> int:
     ssl_context = _tls(args.certfile, args.keyfile, None)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
         raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
-    backend: AsyncResultBackend[Any] = InmemoryResultBackend(args.max_stored_results)
+    if args.max_stored_results < -1 or args.max_result_memory < 0:
+        raise CommandError("--max-stored-results must be -1 or more; --max-result-memory 0 or more")
+    backend: AsyncResultBackend[Any] = InmemoryResultBackend(
+        args.max_stored_results, args.max_result_memory * 1024 * 1024
+    )
     if args.result_backend:
         backend = load_object(args.result_backend, what="BACKEND")
         if not isinstance(backend, AsyncResultBackend):

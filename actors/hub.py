@@ -26,7 +26,7 @@ from .backends.results import (
 )
 from .broker import BrokerActor, BrokerState, WallClock
 from .result import utc_now
-from .results import ResultStore
+from .results import ResultStore, StoreState
 from .runtime import ChildSpec, Node, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
 
@@ -73,7 +73,8 @@ async def open_hub(
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
-    ``result_backend`` keeps the results (default: the last 10,000 in memory): encoded
+    ``result_backend`` keeps the results (default: in memory until read, then the last
+    10,000 read): encoded
     if it is an :class:`EncodedResultBackend` (the built-in ones are), else it gets them
     rebuilt with ``serializer`` (see :class:`DecodedResults`).
     ``heartbeat``: ``(interval, timeout)`` of the pings on its websocket links (default
@@ -91,7 +92,7 @@ async def open_hub(
     )
     if not isinstance(backend, EncodedResultBackend):
         backend = DecodedResults(backend, encode_with)
-    state = BrokerState()
+    state, store_state = BrokerState(), StoreState()
     on_websockets = listen.startswith(("ws://", "wss://"))
     transport = transport_for(name, secret, ssl_context, heartbeat if on_websockets else None)
     await backend.startup()
@@ -104,7 +105,9 @@ async def open_hub(
                 )
 
             children = [
-                ChildSpec(STORE_ACTOR, lambda: ResultStore(backend, encoded=True)),
+                ChildSpec(
+                    STORE_ACTOR, lambda: ResultStore(backend, encoded=True, state=store_state)
+                ),
                 ChildSpec(BROKER_ACTOR, broker),
             ]
             await node.spawn_supervisor(

@@ -43,6 +43,7 @@ class OneProcessCluster(WebSocketBroker):
         hub = await stack.enter_async_context(
             open_hub("local://", result_backend=self.result_backend, wall_clock=self.wall_clock)
         )
+        self.hub_node = hub
         assert hub.address is not None
         self.url = hub.address
         await super()._start_actors(stack)

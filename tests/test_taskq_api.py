@@ -20,6 +20,7 @@ from actors import (
     Context,
     DummyResultBackend,
     InMemoryBroker,
+    InmemoryResultBackend,
     MsgpackSerializer,
     NoResultError,
     PickleSerializer,
@@ -660,9 +661,49 @@ async def test_waiting_for_an_evicted_result_is_an_error_not_a_hang(
     async with broker:
         handles = [await value.kiq(x) for x in range(4)]
         await broker.wait_all()
+        assert [await handle for handle in handles] == [0, 1, 2, 3]  # unread: all kept
+        # Of those read, the two read last are kept.
         assert [await handle for handle in handles[2:]] == [2, 3]
         with trio.fail_after(5), pytest.raises(ResultGetError, match="gone"):
             await handles[0].wait_result()
+
+
+async def test_unread_results_outlive_newer_ones_that_were_read(
+    make_broker: MakeBroker,
+) -> None:
+    backend: InmemoryResultBackend[Any] = InmemoryResultBackend(max_stored_results=-1)
+    broker = make_broker(max_async_tasks=1).with_result_backend(backend)
+
+    @broker.task
+    async def value(x: int) -> int:
+        return x
+
+    async with broker:
+        unread, read = await value.kiq(1), await value.kiq(2)
+        await broker.wait_all()
+        assert (await read.get_result()).return_value == 2
+        # Room for three results (each counts about the same) and four to come.
+        backend.max_memory = backend.memory * 7 // 4
+        later = [await value.kiq(x) for x in (3, 4)]
+        await broker.wait_all()
+        assert [(await handle.get_result()).return_value for handle in [unread, *later]] == [
+            1,
+            3,
+            4,
+        ]
+        with pytest.raises(ResultGetError):
+            await read.get_result()
+
+
+async def test_gathering_2000_tasks_needs_no_setting(broker: InMemoryBroker) -> None:
+    @broker.task
+    async def value(x: int) -> int:
+        return x
+
+    handles = [await value.kiq(x) for x in range(2000)]
+    await broker.wait_all()
+    results = await gather(*handles)
+    assert [result.return_value for result in results] == list(range(2000))
 
 
 class DictBackend(AsyncResultBackend[Any]):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -49,6 +50,11 @@ _T = TypeVar("_T")
 
 _DEFAULT_PROGRESS_LIMIT = 10_000
 
+#: ``InmemoryResultBackend``'s bound on the memory its results take, by default.
+DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
+#: What a result object counts besides its return value (an estimate).
+_OBJECT_BYTES = 512
+
 
 class AsyncResultBackend(ABC, Generic[_ReturnT]):
     """Stores results by task id. Subclasses must implement set/get/is_ready.
@@ -76,6 +82,11 @@ class AsyncResultBackend(ABC, Generic[_ReturnT]):
     @abstractmethod
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         """The stored result; raises ``ResultGetError`` if there is none."""
+
+    async def mark_read(self, task_id: str) -> None:
+        """The result was handed to a reader without ``get_result``: a waiter present when
+        it was stored, or the client that kicked the task (a push). A backend that keeps
+        unread results longer (``InmemoryResultBackend``) may now evict it first."""
 
     async def delete_result(self, task_id: str) -> None:
         """Forget the result and progress of ``task_id`` (no error if unknown)."""
@@ -148,6 +159,9 @@ class DecodedResults(EncodedResultBackend[Any]):
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         return await self.backend.get_result(task_id, with_logs=with_logs)
 
+    async def mark_read(self, task_id: str) -> None:
+        await self.backend.mark_read(task_id)
+
     async def delete_result(self, task_id: str) -> None:
         await self.backend.delete_result(task_id)
 
@@ -159,18 +173,34 @@ class DecodedResults(EncodedResultBackend[Any]):
 
 
 class InmemoryResultBackend(EncodedResultBackend[_ReturnT]):
-    """Keeps the newest ``max_stored_results`` results in memory (-1: no limit).
+    """Keeps results in memory until they are read, then the last ``max_stored_results``
+    read (-1: all of them).
 
-    The oldest stored result is evicted first; storing a result again counts as new.
-    Operations complete without yielding to the scheduler.
+    An unread result is kept until it is read or deleted (its ``ttl``), so gathering many
+    tasks needs no setting. All results together are bounded by ``max_memory`` bytes
+    (None: no bound): beyond it the results read longest ago go first, and only then the
+    oldest unread ones. An encoded result (a hub's) counts its bytes; a result object
+    counts an estimate, 512 bytes plus the shallow size of its return value. A result is
+    read by ``get_result``/``get_encoded`` or ``mark_read``; storing it again makes it
+    unread. Operations complete without yielding to the scheduler.
     """
 
-    def __init__(self, max_stored_results: int = 100) -> None:
+    def __init__(
+        self, max_stored_results: int = 100, max_memory: int | None = DEFAULT_MAX_MEMORY
+    ) -> None:
         if max_stored_results < -1:
             raise ValueError("max_stored_results must be -1 (unlimited) or >= 0")
+        if max_memory is not None and max_memory < 0:
+            raise ValueError("max_memory must be None (unlimited) or >= 0")
         self.max_stored_results = max_stored_results
-        self.results: OrderedDict[str, TaskiqResult[_ReturnT] | EncodedResult] = OrderedDict()
+        self.max_memory = max_memory
+        self.results: dict[str, TaskiqResult[_ReturnT] | EncodedResult] = {}
         self.progress: OrderedDict[str, TaskProgress[Any]] = OrderedDict()
+        #: Result ids with their sizes, oldest first: not read yet, and read.
+        self._unread: OrderedDict[str, int] = OrderedDict()
+        self._read: OrderedDict[str, int] = OrderedDict()
+        #: Bytes the results count (see the class docstring).
+        self.memory = 0
 
     def _put(self, store: OrderedDict[str, _T], key: str, value: _T) -> None:
         store[key] = value
@@ -179,29 +209,65 @@ class InmemoryResultBackend(EncodedResultBackend[_ReturnT]):
             while len(store) > self.max_stored_results:
                 store.popitem(last=False)
 
+    def _keep(self, task_id: str, result: TaskiqResult[_ReturnT] | EncodedResult) -> None:
+        self._forget(task_id)
+        if isinstance(result, EncodedResult):
+            size = len(result.data)
+        else:
+            size = _OBJECT_BYTES + sys.getsizeof(result.return_value, 0)
+        self.results[task_id] = result
+        self._unread[task_id] = size
+        self.memory += size
+        if self.max_memory is not None:
+            while self.memory > self.max_memory:
+                oldest = self._read or self._unread
+                self._forget(next(iter(oldest)))
+
+    def _forget(self, task_id: str) -> None:
+        if self.results.pop(task_id, None) is not None:
+            size = self._unread.pop(task_id, None)
+            if size is None:
+                size = self._read.pop(task_id)
+            self.memory -= size
+
+    def _mark_read(self, task_id: str) -> None:
+        size = self._unread.pop(task_id, None)
+        if size is None:
+            size = self._read.pop(task_id, None)
+            if size is None:
+                return
+        self._read[task_id] = size
+        if self.max_stored_results != -1:
+            while len(self._read) > self.max_stored_results:
+                self._forget(next(iter(self._read)))
+
     async def set_result(self, task_id: str, result: TaskiqResult[_ReturnT]) -> None:
-        self._put(self.results, task_id, result)
+        self._keep(task_id, result)
 
     async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
-        self._put(self.results, task_id, result)
+        self._keep(task_id, result)
 
     async def is_result_ready(self, task_id: str) -> bool:
         return task_id in self.results
 
-    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
+    async def mark_read(self, task_id: str) -> None:
+        self._mark_read(task_id)
+
+    def _read_as(self, task_id: str, kind: type[_T]) -> _T:
         result = self.results.get(task_id)
-        if isinstance(result, TaskiqResult):
-            return result
-        raise ResultGetError(f"No result stored for task {task_id!r}")
+        if not isinstance(result, kind):  # none, or kept the other way (encoded or not)
+            raise ResultGetError(f"No result stored for task {task_id!r}")
+        self._mark_read(task_id)
+        return result
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
+        return self._read_as(task_id, TaskiqResult)
 
     async def get_encoded(self, task_id: str) -> EncodedResult:
-        result = self.results.get(task_id)
-        if isinstance(result, EncodedResult):
-            return result
-        raise ResultGetError(f"No encoded result stored for task {task_id!r}")
+        return self._read_as(task_id, EncodedResult)
 
     async def delete_result(self, task_id: str) -> None:
-        self.results.pop(task_id, None)
+        self._forget(task_id)
         self.progress.pop(task_id, None)
 
     async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
