@@ -187,7 +187,23 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         help="the clients' serializer, for the errors the hub stores itself (default json)",
     )
     parser.add_argument(
-        "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
+        "--max-stored-results",
+        type=int,
+        default=10_000,
+        help="results kept after they are read; unread ones are kept until read (default 10000)",
+    )
+    parser.add_argument(
+        "--max-result-memory",
+        type=int,
+        default=256,
+        metavar="MIB",
+        help="memory the results may take, read ones evicted first (default 256)",
+    )
+    parser.add_argument(
+        "--result-backend",
+        metavar="MODULE:BACKEND",
+        help="an AsyncResultBackend to keep the results in, instead of memory (a taskiq "
+        "backend gets them rebuilt with --serializer: see docs/cluster.md)",
     )
     parser.add_argument(
         "--heartbeat-interval",
@@ -212,7 +228,7 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _hub_command(args: argparse.Namespace) -> int:
-    from .backends.results import InmemoryResultBackend
+    from .backends.results import AsyncResultBackend, InmemoryResultBackend
     from .hub import open_hub
     from .serializers import serializer_by_name
 
@@ -222,13 +238,22 @@ def _hub_command(args: argparse.Namespace) -> int:
     ssl_context = _tls(args.certfile, args.keyfile, None)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
         raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
+    if args.max_stored_results < -1 or args.max_result_memory < 0:
+        raise CommandError("--max-stored-results must be -1 or more; --max-result-memory 0 or more")
+    backend: AsyncResultBackend[Any] = InmemoryResultBackend(
+        args.max_stored_results, args.max_result_memory * 1024 * 1024
+    )
+    if args.result_backend:
+        backend = load_object(args.result_backend, what="BACKEND")
+        if not isinstance(backend, AsyncResultBackend):
+            raise CommandError(f"{args.result_backend} is not an AsyncResultBackend: {backend!r}")
 
     async def run() -> None:
         async with open_hub(
             args.listen,
             secret=secret,
             serializer=serializer_by_name(args.serializer),
-            result_backend=InmemoryResultBackend(args.max_stored_results),
+            result_backend=backend,
             ssl_context=ssl_context,
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
             max_queued=args.max_queued,

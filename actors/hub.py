@@ -18,10 +18,15 @@ import trio
 
 from transports.base import Transport
 
-from .backends.results import AsyncResultBackend, InmemoryResultBackend
+from .backends.results import (
+    AsyncResultBackend,
+    DecodedResults,
+    EncodedResultBackend,
+    InmemoryResultBackend,
+)
 from .broker import BrokerActor, BrokerState, WallClock
 from .result import utc_now
-from .results import ResultStore
+from .results import ResultStore, StoreState
 from .runtime import ChildSpec, Node, Supervisor
 from .serializers import JSONSerializer, TaskiqSerializer
 
@@ -68,7 +73,10 @@ async def open_hub(
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
-    ``result_backend`` keeps the results, encoded (default: the last 10,000 in memory).
+    ``result_backend`` keeps the results (default: in memory until read, then the last
+    10,000 read): encoded
+    if it is an :class:`EncodedResultBackend` (the built-in ones are), else it gets them
+    rebuilt with ``serializer`` (see :class:`DecodedResults`).
     ``heartbeat``: ``(interval, timeout)`` of the pings on its websocket links (default
     5 s and 15 s; ``local://`` links have none): a worker that does not answer within
     both loses its runs to others.
@@ -78,11 +86,13 @@ async def open_hub(
     """
     if max_queued is not None and max_queued < 1:
         raise ValueError(f"max_queued must be at least 1 or None, not {max_queued!r}")
+    encode_with = serializer or JSONSerializer()
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
     )
-    encode_with = serializer or JSONSerializer()
-    state = BrokerState()
+    if not isinstance(backend, EncodedResultBackend):
+        backend = DecodedResults(backend, encode_with)
+    state, store_state = BrokerState(), StoreState()
     on_websockets = listen.startswith(("ws://", "wss://"))
     transport = transport_for(name, secret, ssl_context, heartbeat if on_websockets else None)
     await backend.startup()
@@ -95,7 +105,9 @@ async def open_hub(
                 )
 
             children = [
-                ChildSpec(STORE_ACTOR, lambda: ResultStore(backend)),
+                ChildSpec(
+                    STORE_ACTOR, lambda: ResultStore(backend, encoded=True, state=store_state)
+                ),
                 ChildSpec(BROKER_ACTOR, broker),
             ]
             await node.spawn_supervisor(

@@ -15,7 +15,7 @@ from .backends.results import InmemoryResultBackend
 from .broker import BrokerActor, BrokerState, WallClock
 from .events import TaskiqEvents
 from .result import utc_now
-from .results import ResultStore
+from .results import ResultStore, StoreState
 from .runtime import ChildSpec, Node, Supervisor
 from .worker import SyncThreads, WorkerActor
 
@@ -80,9 +80,10 @@ class InMemoryBroker(ActorBroker):
         prefix = self._prefix
         sync_threads = SyncThreads(self.sync_tasks_pool_size)
         store_name, broker_name = f"{prefix}.results", f"{prefix}.broker"
+        store_state = StoreState()
 
         def store() -> ResultStore:
-            return ResultStore(self.result_backend)
+            return ResultStore(self.result_backend, state=store_state)
 
         def broker() -> BrokerActor:
             return BrokerActor(self._state, node.ref(store_name), self.wall_clock)

@@ -40,6 +40,7 @@ __all__ = [
     "IsReady",
     "Kick",
     "LiveTask",
+    "MarkRead",
     "NoResult",
     "NodeLost",
     "Pushed",
@@ -326,19 +327,21 @@ class Watch:
 
 
 @attrs.define
+class MarkRead:
+    """A client's waits took these pushed results: the store's backend may evict them
+    as read (``AsyncResultBackend.mark_read``)."""
+
+    task_ids: list[str]
+
+
+@attrs.define
 class Pushed:
     """Results the store pushed to a client that kicked them (``results[i]`` is
-    ``task_ids[i]``'s, :data:`Stored` or :class:`NoResult`).
-
-    The store's backend keeps the newest ``keep`` results: a result that was the
-    store's ``seqs[i]``-th is gone from it once ``stored`` (its count now) reaches
-    ``seqs[i] + keep``, and the client no longer reads its own copy then."""
+    ``task_ids[i]``'s, :data:`Stored` or :class:`NoResult`): the client's copy is the
+    one its wait reads, whatever the store's backend evicts meanwhile."""
 
     task_ids: list[str]
     results: list[Stored | NoResult]
-    seqs: list[int]
-    stored: int
-    keep: int
 
 
 @attrs.define
@@ -377,6 +380,7 @@ StoreRequest = (
     | WaitResult
     | StopWaiting
     | Watch
+    | MarkRead
     | GetResult
     | IsReady
     | SetProgress
@@ -389,7 +393,7 @@ for _cls in (
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
     Abort, Inspect, Status, Drain,
     Run, Runs, CancelRun,
-    StoreResult, CopyResult, WaitResult, StopWaiting, Watch, Pushed, GetResult, IsReady,
+    StoreResult, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed, GetResult, IsReady,
     SetProgress, GetProgress,
 ):  # fmt: skip
     wire.register(_cls, f"taskq.{_cls.__name__}")

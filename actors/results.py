@@ -3,7 +3,8 @@
 Waiters register with an ask that the store answers the moment the result is stored: no
 polling on the in-process path, whatever backend is configured (even one that keeps
 nothing, like ``DummyResultBackend``: waiters present at that moment still get it).
-Results with a ``ttl`` are deleted when it runs out.
+Results with a ``ttl`` are deleted when it runs out. A hub's store keeps results encoded
+(``encoded``): its backend is an :class:`~actors.backends.results.EncodedResultBackend`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 import attrs
 import trio
 
-from .backends.results import AsyncResultBackend, InmemoryResultBackend
+from .backends.results import AsyncResultBackend, EncodedResultBackend
 from .exceptions import ResultGetError
 from .protocol import (
     EncodedResult,
     GetProgress,
     GetResult,
     IsReady,
+    MarkRead,
     NoResult,
     Pushed,
     SetProgress,
@@ -39,7 +41,7 @@ from .result import TaskiqResult, TaskProgress, result_from_wire
 from .runtime import Actor, ActorError, Reply
 from .serializers import TaskiqSerializer
 
-__all__ = ["ResultStore", "open_result"]
+__all__ = ["ResultStore", "StoreState", "open_result"]
 
 log = logging.getLogger("actors.results")
 
@@ -48,27 +50,48 @@ _STORED = "the result of {task_id} was stored but is gone (evicted?)"
 _NO_RESULT = "task {task_id} ended without a result (NoResultError)"
 
 
+@attrs.define(eq=False)
+class StoreState:
+    """What a result store knows besides its backend. Its owner keeps it, so a store that
+    crashed and restarts continues with it, as the backend does."""
+
+    #: Ids of tasks that ended lately, with why a waiter finds no result for one (evicted,
+    #: expired, a backend that keeps nothing, or a run that stored none): such a waiter
+    #: gets that as an error instead of waiting forever. Values are ``_STORED`` or
+    #: ``_NO_RESULT``.
+    ended: collections.OrderedDict[str, str] = attrs.field(factory=collections.OrderedDict)
+    #: The client that kicked each watched task.
+    watchers: dict[str, tuple[str, str]] = attrs.field(factory=dict)
+    #: When each result with a ``ttl`` is deleted (a heap).
+    expiries: list[tuple[float, str]] = attrs.field(factory=list)
+
+
 class ResultStore(Actor[StoreRequest]):
     """Owns the backend; answers waiters as soon as a result is stored."""
 
     mailbox_size = 4096
 
-    def __init__(self, backend: AsyncResultBackend[Any], remember: int = 10_000) -> None:
+    def __init__(
+        self,
+        backend: AsyncResultBackend[Any],
+        remember: int = 10_000,
+        *,
+        encoded: bool = False,
+        state: StoreState | None = None,
+    ) -> None:
         self.backend = backend
-        # Ids of tasks that ended lately, with why a waiter finds no result for one (evicted,
-        # expired, a backend that keeps nothing, or a run that stored none): such a waiter
-        # gets that as an error instead of waiting forever. Values are ``_STORED`` or
-        # ``_NO_RESULT``.
-        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._encoded: EncodedResultBackend[Any] | None = None
+        if encoded:
+            if not isinstance(backend, EncodedResultBackend):
+                raise TypeError(f"{backend!r} cannot keep encoded results")
+            self._encoded = backend
+        state = state or StoreState()
+        self._ended = state.ended
         self._remember = remember
         self._waiters: dict[str, dict[str, Reply]] = collections.defaultdict(dict)
-        # The client that kicked each watched task, and the results owed to each client.
-        self._watchers: dict[str, tuple[str, str]] = {}
-        self._pushes: dict[tuple[str, str], Pushed] = {}
-        # Results are pushed only when the backend's evictions can be followed.
-        self._keep = backend.max_stored_results if type(backend) is InmemoryResultBackend else 0
-        self._stored = 0
-        self._expiries: list[tuple[float, str]] = []
+        self._watchers = state.watchers
+        self._pushes: dict[tuple[str, str], Pushed] = {}  # the results owed to each client
+        self._expiries = state.expiries
         self._expiry_changed = trio.Event()
 
     async def started(self) -> None:
@@ -85,10 +108,13 @@ class ResultStore(Actor[StoreRequest]):
             return await self._wait(message.task_id, message.waiter)
         if isinstance(message, Watch):
             client = (message.node, message.actor)
-            if self._keep:
-                for task_id in message.task_ids:
-                    if task_id not in self._ended:  # else the client asks (a resent kick)
-                        self._watchers[task_id] = client
+            for task_id in message.task_ids:
+                if task_id not in self._ended:  # else the client asks (a resent kick)
+                    self._watchers[task_id] = client
+            return None
+        if isinstance(message, MarkRead):
+            for task_id in message.task_ids:
+                await self._mark_read(task_id)
             return None
         if isinstance(message, StopWaiting):
             self._stop_waiting(message.task_id, message.waiter)
@@ -113,22 +139,27 @@ class ResultStore(Actor[StoreRequest]):
 
     async def _store(self, task_id: str, result: Stored, ttl: float | None) -> None:
         try:
-            # A hub's backend keeps an ``EncodedResult`` as it is (``InmemoryResultBackend``).
-            await self.backend.set_result(task_id, result)  # type: ignore[arg-type]
+            if isinstance(result, TaskiqResult):
+                await self.backend.set_result(task_id, result)
+            elif self._encoded is not None:
+                await self._encoded.set_encoded(task_id, result)
+            else:
+                raise TypeError("an encoded result for a store that keeps them decoded")
         except Exception:
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
-        self._stored += 1
         waiters = self._waiters.pop(task_id, None)
         if waiters:
             for reply in waiters.values():
                 reply.resolve(result)
         self._remember_end(task_id, _STORED)
-        if self._watchers:
+        client = self._watchers.pop(task_id, None) if self._watchers else None
+        if waiters:
+            await self._mark_read(task_id)
+        elif client is not None and ttl is None:
             # Not pushed when its waiters have it, or a client's copy would outlive the ttl.
-            client = self._watchers.pop(task_id, None)
-            if client is not None and ttl is None and not waiters:
-                self._push(client, task_id, result)
+            # It stays unread until the client's wait takes it (``MarkRead``).
+            self._push(client, task_id, result)
         if ttl is not None:
             heapq.heappush(self._expiries, (trio.current_time() + ttl, task_id))
             self._expiry_changed.set()
@@ -170,17 +201,21 @@ class ResultStore(Actor[StoreRequest]):
     def _push(self, client: tuple[str, str], task_id: str, result: Stored | NoResult) -> None:
         pushed = self._pushes.get(client)
         if pushed is None:
-            pushed = self._pushes[client] = Pushed([], [], [], 0, self._keep)
+            pushed = self._pushes[client] = Pushed([], [])
         pushed.task_ids.append(task_id)
         pushed.results.append(result)
-        pushed.seqs.append(self._stored)
+
+    async def _mark_read(self, task_id: str) -> None:
+        try:
+            await self.backend.mark_read(task_id)
+        except Exception:
+            log.exception("result backend failed mark_read(%s)", task_id)
 
     async def drained(self) -> None:
         """After a batch: push each watching client its results, in one message."""
         if self._pushes:
             pushes, self._pushes = self._pushes, {}
             for (node, actor), pushed in pushes.items():
-                pushed.stored = self._stored
                 # A client that is gone asks for what it still waits for (WaitResult).
                 with contextlib.suppress(ActorError):
                     await self.node.ref(actor, node=node).tell(pushed)
@@ -200,7 +235,11 @@ class ResultStore(Actor[StoreRequest]):
     async def _get(self, task_id: str, with_logs: bool = False) -> Stored | NoResult:
         """The result, or why there is none (a value, not a crash)."""
         try:
-            result: Stored = await self.backend.get_result(task_id, with_logs=with_logs)
+            result: Stored
+            if self._encoded is not None:
+                result = await self._encoded.get_encoded(task_id)
+            else:
+                result = await self.backend.get_result(task_id, with_logs=with_logs)
         except ResultGetError as exc:
             return NoResult(str(exc))
         except Exception as exc:

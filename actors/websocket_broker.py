@@ -25,7 +25,7 @@ from .broker import WallClock
 from .events import TaskiqEvents
 from .exceptions import SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
-from .protocol import Accepted, BrokerMessage, Kick, NoResult, Pushed, Stored
+from .protocol import Accepted, BrokerMessage, Kick, MarkRead, NoResult, Pushed, Stored
 from .result import TaskiqResult, utc_now
 from .results import open_result
 from .runtime import Actor, ActorError, Node, unique_node_name
@@ -74,7 +74,12 @@ class WebSocketBroker(ActorBroker):
         hub: The hub's node name.
         wall_clock: What "now" is for ``delay`` and ``expire`` (UTC); the hub's and the
             clients' clocks are assumed in step (NTP).
+
+    Results live on the hub (``open_hub(result_backend=...)``, ``actors hub
+    --result-backend``): this broker's own ``result_backend`` is neither used nor started.
     """
+
+    uses_result_backend = False
 
     def __init__(
         self,
@@ -109,11 +114,10 @@ class WebSocketBroker(ActorBroker):
         self._kicks_pending = trio.Event()  # set while _unacked holds kicks
         self._acked = trio.Event()  # set (and replaced) on each acknowledgement
         #: Results of this client's kicks the hub pushed, until a wait takes them.
-        self._pushed: collections.OrderedDict[str, tuple[int, Stored | NoResult]] = (
-            collections.OrderedDict()
-        )
-        self._hub_stored = 0  # what the hub's last push said of its store (``Pushed``)
-        self._hub_keeps = 0
+        self._pushed: collections.OrderedDict[str, Stored | NoResult] = collections.OrderedDict()
+        #: Pushed results waits took, to tell the hub's store (``MarkRead``).
+        self._taken: list[str] = []
+        self._taken_any = trio.Event()
 
     def attach(self, node: Node, *, worker: bool = False) -> Self:
         """Use ``node`` (which dials the hub) instead of a node of its own; ``worker``:
@@ -152,6 +156,7 @@ class WebSocketBroker(ActorBroker):
         stack.callback(nursery.cancel_scope.cancel)
         nursery.start_soon(self._resend_after_reconnects, node)
         nursery.start_soon(self._resend_overdue, node)
+        nursery.start_soon(self._tell_taken)
         stack.push_async_callback(self._hand_over)
 
     async def _resend_after_reconnects(self, node: Node) -> None:
@@ -209,12 +214,25 @@ class WebSocketBroker(ActorBroker):
             self._unacked.clear()
             self._kicks_pending = trio.Event()
 
+    async def _tell_taken(self) -> None:
+        """Tell the hub's store, in batches, which pushed results waits took: it keeps a
+        result unread (not evicted before read ones) until then."""
+        while True:
+            await self._taken_any.wait()
+            self._taken_any = trio.Event()
+            await self._flush_taken()
+
+    async def _flush_taken(self) -> None:
+        """Called before reading from the store too, so it sees reads in their order."""
+        store = self._store_ref
+        if self._taken and store is not None:
+            taken, self._taken = self._taken, []
+            with contextlib.suppress(ActorError):  # then they stay unread on the hub
+                await store.tell(MarkRead(taken))
+
     def _keep_pushed(self, pushed: Pushed) -> None:
         kept = self._pushed
-        kept.update(
-            zip(pushed.task_ids, zip(pushed.seqs, pushed.results, strict=True), strict=True)
-        )
-        self._hub_stored, self._hub_keeps = pushed.stored, pushed.keep
+        kept.update(zip(pushed.task_ids, pushed.results, strict=True))
         while len(kept) > PUSHED_KEPT:
             kept.popitem(last=False)
 
@@ -279,14 +297,18 @@ class WebSocketBroker(ActorBroker):
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
         pushed = self._pushed.pop(task_id, None)
         if pushed is not None:
-            seq, result = pushed
-            keeps = self._hub_keeps
-            if keeps == -1 or self._hub_stored - seq < keeps:  # not evicted on the hub yet
-                return open_result(result, task_id, self.serializer)
+            self._taken.append(task_id)
+            self._taken_any.set()
+            return open_result(pushed, task_id, self.serializer)
         await self._linked()  # if it is not, the store's ref says so (ResultGetError)
+        await self._flush_taken()
         result = await super().wait_result(task_id)
         self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
         return result
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        await self._flush_taken()
+        return await super().get_result(task_id, with_logs)
 
 
 class _Acks(Actor[Accepted | Pushed]):

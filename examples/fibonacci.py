@@ -1,9 +1,10 @@
 """Fibonacci numbers with an explicit result backend.
 
 ``InMemoryBroker().with_result_backend(...)`` swaps the broker's result backend: here an
-``InmemoryResultBackend`` that keeps the newest 500 results (``-1`` would keep all). Results
-stay in the backend after the waiter got them, so a handle (or one rebuilt from the task id
-alone) can read them again later with ``get_result()``.
+``InmemoryResultBackend`` that keeps every result until it is read, and the last 500 read
+(``-1`` would keep all). Results stay in the backend after the waiter got them, so a
+handle (or one rebuilt from the task id alone) can read them again later with
+``get_result()``.
 
 The task calls itself *locally* (calling a decorated task runs the function in place),
 as in taskiq's example; only the top-level call goes through the broker.

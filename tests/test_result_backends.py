@@ -19,7 +19,8 @@ from actors.backends import (
     SqliteResultBackend,
 )
 from actors.exceptions import ResultGetError, SerializationError
-from actors.result import TaskiqResult, TaskProgress
+from actors.protocol import EncodedResult
+from actors.result import TaskiqResult, TaskProgress, result_to_wire
 from actors.serializers import MsgpackSerializer
 
 
@@ -56,17 +57,41 @@ async def test_inmemory_set_get_ready_delete() -> None:
         await backend.get_result("a")
 
 
-async def test_inmemory_evicts_oldest_first() -> None:
-    backend = InmemoryResultBackend(max_stored_results=3)
-    for task_id in "abc":
+async def test_inmemory_keeps_unread_results_and_the_last_ones_read() -> None:
+    backend = InmemoryResultBackend(max_stored_results=2)
+    for task_id in "abcd":
         await backend.set_result(task_id, ok(task_id))
-    await backend.set_result("a", ok("a", "again"))  # storing again makes "a" the newest
-    await backend.set_result("d", ok("d"))
-    assert list(backend.results) == ["c", "a", "d"]
-    assert not await backend.is_result_ready("b")
+    assert list(backend.results) == ["a", "b", "c", "d"]  # unread: all kept
+    await backend.get_result("b")
+    await backend.mark_read("a")
+    await backend.get_result("c")
+    assert not await backend.is_result_ready("b")  # read longest ago, beyond the two
+    assert [await backend.is_result_ready(task_id) for task_id in "acd"] == [True] * 3
+    await backend.get_result("a")  # read again: the newest read
+    await backend.mark_read("d")
+    assert sorted(backend.results) == ["a", "d"]
+    await backend.set_result("a", ok("a", "again"))  # stored again: unread
     await backend.set_result("e", ok("e"))
-    assert not await backend.is_result_ready("c")
-    assert (await backend.get_result("a")).return_value == "again"
+    await backend.mark_read("e")
+    assert sorted(backend.results) == ["a", "d", "e"]
+
+
+async def test_inmemory_unread_results_outlive_older_read_ones() -> None:
+    size = 100
+    backend = InmemoryResultBackend(max_stored_results=-1, max_memory=3 * size)
+    for task_id in "abc":
+        await backend.set_encoded(task_id, EncodedResult(b"x" * size, is_err=False))
+    await backend.get_encoded("a")
+    await backend.mark_read("b")
+    await backend.set_encoded("d", EncodedResult(b"x" * size, is_err=False))
+    assert sorted(backend.results) == ["b", "c", "d"]  # "a" was read longest ago
+    await backend.set_encoded("e", EncodedResult(b"x" * size, is_err=False))
+    assert sorted(backend.results) == ["c", "d", "e"]  # then "b", though newer than "c"
+    await backend.set_encoded("f", EncodedResult(b"x" * size, is_err=False))
+    assert sorted(backend.results) == ["d", "e", "f"]  # none read: the oldest unread
+    assert backend.memory == 3 * size
+    await backend.delete_result("d")
+    assert backend.memory == 2 * size
 
 
 async def test_inmemory_unlimited() -> None:
@@ -162,6 +187,17 @@ async def test_sqlite_roundtrip_and_wal(tmp_path: Path) -> None:
     await backend.shutdown()
     with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_keeps_encoded_results_as_they_come(tmp_path: Path) -> None:
+    backend = SqliteResultBackend(tmp_path / "r.db")
+    failed = attrs.evolve(ok("t", None), is_err=True, error=LedgerError("short"))
+    data = result_to_wire(failed, backend.serializer)
+    await backend.set_encoded("t", EncodedResult(data, is_err=True))
+    assert await backend.is_result_ready("t")
+    assert await backend.get_encoded("t") == EncodedResult(data, is_err=True)
+    assert isinstance((await backend.get_result("t")).error, LedgerError)
+    await backend.shutdown()
 
 
 async def test_sqlite_survives_close_and_reopen(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from actors import (
     Context,
     DummyResultBackend,
     InMemoryBroker,
+    InmemoryResultBackend,
     MsgpackSerializer,
     NoResultError,
     PickleSerializer,
@@ -282,6 +283,22 @@ async def test_dependencies_state_context_and_teardown(
         value = await (await uses_everything.kiq())
     assert value == [uses_everything.task_name, "hello", 42, "conn", {"conn": "conn"}]
     assert events == ["open", "run", "close"]  # cached once per run, torn down after
+
+
+async def test_fire_events_runs_each_events_handlers_with_the_state() -> None:
+    broker = InMemoryBroker()
+    fired: list[tuple[str, TaskiqState]] = []
+
+    @broker.on_event(TaskiqEvents.WORKER_STARTUP, TaskiqEvents.WORKER_SHUTDOWN)
+    async def first(state: TaskiqState) -> None:
+        fired.append(("first", state))
+
+    @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+    def second(state: TaskiqState) -> None:
+        fired.append(("second", state))
+
+    await broker.fire_events([TaskiqEvents.WORKER_SHUTDOWN, TaskiqEvents.CLIENT_STARTUP])
+    assert fired == [("first", broker.state), ("second", broker.state)]
 
 
 async def test_progress_is_visible_while_the_task_runs(broker: InMemoryBroker) -> None:
@@ -615,14 +632,7 @@ async def test_runs_that_never_block_need_no_wakeup_each(
     assert counter.steps <= 15
 
 
-async def test_dummy_backend_still_pushes_to_present_waiters(
-    make_broker: MakeBroker, request: pytest.FixtureRequest
-) -> None:
-    cluster_xfail(
-        request,
-        "the result backend is the hub's (open_hub(result_backend=...)); "
-        "with_result_backend on a client does not reach it",
-    )
+async def test_dummy_backend_still_pushes_to_present_waiters(make_broker: MakeBroker) -> None:
     broker = make_broker().with_result_backend(DummyResultBackend())
 
     @broker.task
@@ -651,9 +661,49 @@ async def test_waiting_for_an_evicted_result_is_an_error_not_a_hang(
     async with broker:
         handles = [await value.kiq(x) for x in range(4)]
         await broker.wait_all()
+        assert [await handle for handle in handles] == [0, 1, 2, 3]  # unread: all kept
+        # Of those read, the two read last are kept.
         assert [await handle for handle in handles[2:]] == [2, 3]
         with trio.fail_after(5), pytest.raises(ResultGetError, match="gone"):
             await handles[0].wait_result()
+
+
+async def test_unread_results_outlive_newer_ones_that_were_read(
+    make_broker: MakeBroker,
+) -> None:
+    backend: InmemoryResultBackend[Any] = InmemoryResultBackend(max_stored_results=-1)
+    broker = make_broker(max_async_tasks=1).with_result_backend(backend)
+
+    @broker.task
+    async def value(x: int) -> int:
+        return x
+
+    async with broker:
+        unread, read = await value.kiq(1), await value.kiq(2)
+        await broker.wait_all()
+        assert (await read.get_result()).return_value == 2
+        # Room for three results (each counts about the same) and four to come.
+        backend.max_memory = backend.memory * 7 // 4
+        later = [await value.kiq(x) for x in (3, 4)]
+        await broker.wait_all()
+        assert [(await handle.get_result()).return_value for handle in [unread, *later]] == [
+            1,
+            3,
+            4,
+        ]
+        with pytest.raises(ResultGetError):
+            await read.get_result()
+
+
+async def test_gathering_2000_tasks_needs_no_setting(broker: InMemoryBroker) -> None:
+    @broker.task
+    async def value(x: int) -> int:
+        return x
+
+    handles = [await value.kiq(x) for x in range(2000)]
+    await broker.wait_all()
+    results = await gather(*handles)
+    assert [result.return_value for result in results] == list(range(2000))
 
 
 class DictBackend(AsyncResultBackend[Any]):
@@ -682,14 +732,7 @@ class DictBackend(AsyncResultBackend[Any]):
         return self.progress.get(task_id)
 
 
-async def test_a_users_backend_plugs_in_unchanged(
-    make_broker: MakeBroker, request: pytest.FixtureRequest
-) -> None:
-    cluster_xfail(
-        request,
-        "the hub keeps results encoded (EncodedResult), and result backends take "
-        "TaskiqResult objects; a backend API for encoded results is missing",
-    )
+async def test_a_users_backend_plugs_in_unchanged(make_broker: MakeBroker) -> None:
     backend = DictBackend()
     broker = make_broker().with_result_backend(backend)
 
@@ -701,6 +744,35 @@ async def test_a_users_backend_plugs_in_unchanged(
         handle = await square.kiq(9)
         assert await handle == 81
     assert backend.results[handle.task_id].return_value == 81
+
+
+async def test_a_users_backend_gets_whole_results_and_answers_the_reads(
+    make_broker: MakeBroker,
+) -> None:
+    backend = DictBackend()
+    broker = make_broker().with_result_backend(backend)
+
+    @broker.task
+    async def pair() -> Any:
+        return (1, "a")
+
+    @broker.task
+    async def fails() -> None:
+        raise ValueError("no")
+
+    async with broker:
+        handle = await pair.kiq()
+        assert (await handle.wait_result()).return_value == [1, "a"]
+        failed = await (await fails.kiq()).wait_result()
+        backend.results[handle.task_id].return_value = "changed"
+        assert await handle.is_ready()
+        assert (await handle.get_result()).return_value == "changed"
+    # On a hub, which has no user types, what the serializer rebuilds (JSON: a list).
+    stored = backend.results[handle.task_id]
+    assert stored.task_id == handle.task_id and not stored.is_err
+    kept_error = backend.results[failed.task_id]
+    assert kept_error.is_err and isinstance(kept_error.error, ValueError)
+    assert isinstance(failed.error, ValueError) and str(failed.error) == "no"
 
 
 async def test_propagate_exceptions_false_keeps_the_error_out_of_the_result(

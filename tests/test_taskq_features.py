@@ -27,8 +27,11 @@ from actors import (
     TaskStatus,
 )
 from actors.actor_broker import ActorBroker
+from actors.hub import STORE_ACTOR
+from actors.protocol import EncodedResult, StoreResult
+from actors.runtime import ActorRef
 
-from .conftest import MakeBroker
+from .conftest import MakeBroker, OneProcessCluster
 
 EPOCH = pendulum.datetime(2026, 3, 1, 12, 0, 0, tz="UTC")
 
@@ -645,6 +648,45 @@ async def test_a_crashed_worker_is_restarted_and_its_tasks_delivered_again(
             result = await (await survives.kiq()).wait_result()
             assert await (await bystander.kiq()) == "fine"
     assert (result.return_value, result.tries) == (2, 2)  # at least once: it ran again
+
+
+async def crash_the_store(broker: ActorBroker) -> None:
+    """Crash the result store actor (a ttl that is not a number); its supervisor restarts
+    it. Told on the store's node: a link would refuse the message."""
+    if isinstance(broker, OneProcessCluster):
+        store: ActorRef[Any] = broker.hub_node.ref(STORE_ACTOR)
+    else:
+        assert broker._store_ref is not None
+        store = broker._store_ref
+    crash = StoreResult("crash", EncodedResult(b"", is_err=False), "soon")  # type: ignore[arg-type]
+    await store.tell(crash)
+
+
+async def test_a_restarted_result_store_keeps_what_it_knew(
+    make_broker: MakeBroker, autojump_clock: Any
+) -> None:
+    broker = make_broker(max_stored_results=1)
+
+    @broker.task
+    async def value(x: int) -> int:
+        return x
+
+    @broker.task(ttl=5)
+    async def short_lived() -> int:
+        return 0
+
+    async with broker:
+        evicted, kept = await value.kiq(1), await value.kiq(2)
+        mortal = await short_lived.kiq()
+        assert [await evicted, await kept, await mortal] == [1, 2, 0]  # the last read stays
+        assert broker._store_ref is not None
+        await crash_the_store(broker)
+        await trio.sleep(1)
+        with trio.fail_after(5), pytest.raises(ResultGetError, match="gone"):
+            await evicted.wait_result()  # it still knows the task ended: no hang
+        assert await mortal.is_ready()
+        await trio.sleep(5)
+        assert not await mortal.is_ready()  # and still deletes it when its ttl ends
 
 
 async def test_expire_applies_while_waiting_for_a_dependency(
