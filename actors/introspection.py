@@ -1,0 +1,195 @@
+"""The broker's answers to the introspection asks (``GetOverview``, ``ListTasks``,
+``GetTaskEvents``, ``GetCounters``), kept out of :mod:`actors.broker` so its message
+loop stays short. Each runs inside the broker actor, between two messages.
+
+Listing live tasks never sorts them: it walks the queue's records in kick order from
+the cursor (a C-speed skip), testing each against the filter, and stops at ``limit``
+rows or after ``SCAN_BUDGET`` records, whichever comes first; the cursor then says
+where to go on. So a page costs the same with a million tasks queued as with ten.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Mapping
+from typing import Protocol
+
+import pendulum
+
+from .lifecycle import Phase
+from .protocol import (
+    Counters,
+    ListTasks,
+    MinuteRow,
+    NameCounters,
+    Overview,
+    TaskEvent,
+    TaskEvents,
+    TaskPage,
+    TaskRow,
+    WorkerRow,
+)
+from .queue import TaskRecord
+from .runtime import Node
+from .stats import EVENTS, HubStats
+
+__all__ = ["SCAN_BUDGET", "counters", "list_tasks", "overview", "task_events"]
+
+#: Live records a page looks at, at most, before it answers with what it found.
+SCAN_BUDGET = 100_000
+
+_LIVE = {p.value: p for p in (Phase.WAITING, Phase.SCHEDULED, Phase.QUEUED, Phase.RUNNING)}
+_ENDED = set(EVENTS) - {"kicked", "started"}
+
+
+class WorkerSlot(Protocol):
+    """What the overview reads of the broker's worker slots."""
+
+    node: str
+    capacity: int
+    running: set[str]
+    last_seen: float
+
+
+def overview(
+    node: Node,
+    records: Mapping[str, TaskRecord],
+    workers: Mapping[str, WorkerSlot],
+    parked: int,
+    stats: HubStats,
+    minutes: int,
+) -> Overview:
+    queued: dict[int, int] = {}
+    scheduled = waiting = 0
+    for record in records.values():
+        phase = record.phase
+        if phase is Phase.QUEUED:
+            queued[record.priority] = queued.get(record.priority, 0) + 1
+        elif phase is Phase.SCHEDULED:
+            scheduled += 1
+        elif phase is Phase.WAITING:
+            waiting += 1
+    peers = set(node.peers)
+    rows = [
+        WorkerRow(
+            worker_id,
+            slot.node,
+            slot.capacity,
+            len(slot.running),
+            slot.last_seen,
+            slot.node == node.name or slot.node in peers,
+        )
+        for worker_id, slot in workers.items()
+    ]
+    mailboxes = {}
+    for name in node.names:
+        cell = node.lookup(name)
+        if cell is not None:
+            mailboxes[name] = cell.mailbox.receiver.statistics().current_buffer_used
+    return Overview(
+        node=node.name,
+        queued=sorted(queued.items(), reverse=True),
+        running=sum(row.in_use for row in rows),
+        scheduled=scheduled,
+        waiting=waiting,
+        parked=parked,
+        minutes=[MinuteRow(minute * 60.0, *counts) for minute, counts in stats.per_minute(minutes)],
+        workers=rows,
+        links=sorted(peers),
+        reconnects=sum(max(opened - 1, 0) for opened in node.links_opened.values()),
+        mailboxes=mailboxes,
+    )
+
+
+def list_tasks(records: dict[str, TaskRecord], stats: HubStats, message: ListTasks) -> TaskPage:
+    limit = max(1, min(message.limit, 1000))
+    if message.status in _ENDED:
+        return _ended(stats, message, limit)
+    phase = _LIVE.get(message.status or "")
+    if message.status is not None and phase is None:
+        raise ValueError(f"no such status: {message.status!r}")
+    start = 0
+    if message.after is not None:
+        position, _, task_id = message.after.partition(":")
+        if task_id in records:
+            start = operator.indexOf(records, task_id) + 1
+        else:  # it ended since: go on about where it was
+            start = min(int(position or 0), len(records))
+    rows: list[TaskRow] = []
+    scanned = 0
+    last = None
+    name = message.name
+    for record in itertools.islice(records.values(), start, start + SCAN_BUDGET):
+        scanned += 1
+        last = record
+        if (phase is None or record.phase is phase) and (
+            name is None or name in record.message.task_name
+        ):
+            rows.append(
+                TaskRow(
+                    record.task_id,
+                    record.message.task_name,
+                    record.phase.value,
+                    record.enqueue_time,
+                    record.tries,
+                    record.priority,
+                    record.worker_id if record.phase is Phase.RUNNING else None,
+                )
+            )
+            if len(rows) == limit:
+                break
+    if last is None or start + scanned >= len(records):
+        return TaskPage(rows, None)
+    return TaskPage(rows, f"{start + scanned}:{last.task_id}")
+
+
+def _ended(stats: HubStats, message: ListTasks, limit: int) -> TaskPage:
+    """Recent ends from the stats' event ring, newest first; the cursor is an event's
+    sequence number."""
+    events = stats.events
+    newest = stats.event_count - 1
+    before = int(message.after) if message.after else newest + 1
+    rows: list[TaskRow] = []
+    seq = newest + 1
+    for seq, (when, task_id, task_name, event, _) in zip(
+        itertools.count(newest, -1), reversed(events), strict=False
+    ):
+        if seq >= before or event != message.status:
+            continue
+        if message.name is not None and message.name not in task_name:
+            continue
+        rows.append(TaskRow(task_id, task_name, event, pendulum.from_timestamp(when)))
+        if len(rows) == limit:
+            break
+    oldest = stats.event_count - len(events)
+    return TaskPage(rows, str(seq) if len(rows) == limit and seq > oldest else None)
+
+
+def task_events(stats: HubStats, task_id: str) -> TaskEvents:
+    return TaskEvents(
+        [
+            TaskEvent(when, name, event, detail)
+            for when, id_, name, event, detail in stats.events
+            if id_ == task_id
+        ]
+    )
+
+
+def counters(stats: HubStats) -> Counters:
+    return Counters(
+        [
+            NameCounters(
+                name,
+                c.kicked,
+                c.started,
+                c.succeeded,
+                c.failed,
+                c.retried,
+                c.aborted,
+                c.run_time_sum,
+                list(c.buckets),
+            )
+            for name, c in stats.by_name.items()
+        ]
+    )

@@ -1,0 +1,153 @@
+"""HubView: what the dashboard, /metrics and `actors status` read, in both topologies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from actors.actor_broker import ActorBroker
+from actors.inspect import HubView, Overview
+
+from .conftest import MakeBroker
+
+
+async def _overview_when(view: HubView, running: int) -> Overview:
+    with trio.fail_after(10):
+        while True:
+            seen = await view.overview()
+            if seen.running == running:
+                return seen
+            await trio.sleep(0.01)
+
+
+def _held(broker: ActorBroker) -> tuple[trio.Event, Any, Any]:
+    gate = trio.Event()
+
+    @broker.task
+    async def hold(n: int = 0) -> int:
+        await gate.wait()
+        return n
+
+    @broker.task
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    return gate, hold, boom
+
+
+async def test_overview_counts_queue_workers_and_outcomes(
+    autojump_clock: Any, make_broker: MakeBroker
+) -> None:
+    broker = make_broker(max_async_tasks=1)
+    gate, hold, boom = _held(broker)
+    async with broker:
+        view = HubView.of_broker(broker)
+        await hold.kiq(1)
+        await _overview_when(view, running=1)
+        await hold.kiq(2)
+        await hold.kicker().with_labels(priority=3).kiq(3)
+        await hold.kicker().with_labels(delay=60).kiq(4)
+        await broker.is_ready("flush")  # the kicks above have reached the broker
+        seen = await view.overview()
+        assert seen.queued == [(3, 1), (0, 1)]
+        assert (seen.scheduled, seen.waiting, seen.parked) == (1, 0, 0)
+        [worker] = seen.workers
+        assert (worker.capacity, worker.in_use, worker.linked) == (1, 1, True)
+        assert seen.mailboxes and all(depth >= 0 for depth in seen.mailboxes.values())
+        gate.set()
+        await boom.kiq()
+        await broker.wait_all()
+        seen = await view.overview()
+        assert seen.running == 0 and seen.queued == []
+        assert sum(row.succeeded for row in seen.minutes) == 4
+        assert sum(row.failed for row in seen.minutes) == 1
+        counts = {row.task_name: row for row in await view.counters()}
+        held = counts[hold.task_name]
+        assert (held.kicked, held.started, held.succeeded, held.failed) == (4, 4, 4, 0)
+        assert sum(held.buckets) == 4
+        assert counts[boom.task_name].failed == 1
+
+
+async def test_tasks_pages_filters_and_ends(autojump_clock: Any, make_broker: MakeBroker) -> None:
+    broker = make_broker(max_async_tasks=1)
+    gate, hold, boom = _held(broker)
+    async with broker:
+        view = HubView.of_broker(broker)
+        kicked = [(await hold.kiq(0)).task_id]
+        await _overview_when(view, running=1)
+        kicked += [(await hold.kiq(n)).task_id for n in range(1, 5)]
+        failed = await boom.kiq()
+        await broker.is_ready("flush")
+        ids: list[str] = []
+        after = None
+        while True:
+            page = await view.tasks(after=after, limit=2)
+            assert len(page.rows) <= 2
+            ids += [row.task_id for row in page.rows]
+            if page.cursor is None:
+                break
+            after = page.cursor
+        assert ids == [*kicked, failed.task_id]
+        [running] = (await view.tasks(status="running")).rows
+        assert (running.task_id, running.status) == (kicked[0], "running")
+        assert running.worker is not None
+        page = await view.tasks(status="queued", name="boom")
+        assert [row.task_id for row in page.rows] == [failed.task_id]
+        gate.set()
+        await broker.wait_all()
+        assert (await view.tasks()).rows == []
+        ends = await view.tasks(status="succeeded", limit=3)
+        assert [row.task_id for row in ends.rows] == kicked[::-1][:3]
+        rest = await view.tasks(status="succeeded", after=ends.cursor, limit=3)
+        assert [row.task_id for row in rest.rows] == kicked[::-1][3:]
+        assert rest.cursor is None
+        [row] = (await view.tasks(status="failed")).rows
+        assert row.task_id == failed.task_id
+
+
+async def test_task_detail_live_and_ended(autojump_clock: Any, make_broker: MakeBroker) -> None:
+    broker = make_broker(max_async_tasks=1)
+    gate, hold, boom = _held(broker)
+    async with broker:
+        view = HubView.of_broker(broker)
+        first = await hold.kiq(7)
+        await _overview_when(view, running=1)
+        queued = await hold.kiq(n=8)
+        failed = await boom.kiq()
+        await broker.is_ready("flush")
+        detail = await view.task(queued.task_id)
+        assert detail is not None
+        assert (detail.task_name, detail.status) == (hold.task_name, "queued")
+        assert (detail.args, detail.kwargs) == ("()", "{'n': 8}")
+        assert detail.size is not None and detail.size > 0
+        assert [event.event for event in detail.timeline] == ["kicked"]
+        gate.set()
+        await broker.wait_all()
+        done = await view.task(first.task_id)
+        assert done is not None
+        assert (done.status, done.result, done.error) == ("succeeded", "7", None)
+        assert [event.event for event in done.timeline] == ["kicked", "started", "succeeded"]
+        bad = await view.task(failed.task_id)
+        assert bad is not None and bad.status == "failed"
+        assert bad.error == "ValueError: boom"
+        assert bad.traceback is not None and "boom" in bad.traceback
+        assert await view.task("no-such-task") is None
+
+
+async def test_abort_through_the_view(autojump_clock: Any, make_broker: MakeBroker) -> None:
+    broker = make_broker(max_async_tasks=1)
+    _, hold, _ = _held(broker)
+    async with broker:
+        view = HubView.of_broker(broker)
+        running = await hold.kiq()
+        await _overview_when(view, running=1)
+        queued = await hold.kiq()
+        assert await view.abort(queued.task_id) is True
+        assert await view.abort(running.task_id) is True
+        assert await view.abort("no-such-task") is False
+        await broker.wait_all()
+        [counts] = await view.counters()
+        assert counts.aborted == 2
+        [row] = (await view.overview()).minutes[-1:]
+        assert row.aborted == 2
