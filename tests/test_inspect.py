@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import ANY
 
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
+from actors import InMemoryBroker
 from actors.actor_broker import ActorBroker
 from actors.inspect import HubView, Overview
+from actors.metrics import health, metrics_text
 
 from .conftest import MakeBroker
 
@@ -151,3 +155,45 @@ async def test_abort_through_the_view(autojump_clock: Any, make_broker: MakeBrok
         assert counts.aborted == 2
         [row] = (await view.overview()).minutes[-1:]
         assert row.aborted == 2
+
+
+async def test_metrics_text_parses_and_counts(autojump_clock: Any, make_broker: MakeBroker) -> None:
+    broker = make_broker(max_async_tasks=2)
+    gate, hold, boom = _held(broker)
+    async with broker:
+        view = HubView.of_broker(broker)
+        gate.set()
+        for n in range(3):
+            await hold.kiq(n)
+        await boom.kiq()
+        await broker.wait_all()
+        families = {
+            family.name: family
+            for family in text_string_to_metric_families((await metrics_text(view)).decode())
+        }
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families.values()
+        for sample in family.samples
+    }
+    held = (("task_name", hold.task_name),)
+    assert samples["taskq_tasks_kicked_total", held] == 3
+    assert samples["taskq_tasks_succeeded_total", held] == 3
+    assert samples["taskq_tasks_failed_total", (("task_name", boom.task_name),)] == 1
+    assert samples["taskq_task_run_seconds_count", held] == 3
+    assert samples["taskq_task_run_seconds_bucket", (("le", "+Inf"), *held)] == 3
+    assert samples["taskq_workers", ()] == 1
+    [capacity] = families["taskq_worker_capacity"].samples
+    assert capacity.value == 2
+    assert samples["taskq_tasks", (("state", "running"),)] == 0
+    assert families["taskq_mailbox_depth"].samples
+    assert families["taskq_link_reconnects"].type == "counter"
+
+
+async def test_health_says_whether_the_broker_answers(autojump_clock: Any) -> None:
+    broker = InMemoryBroker()
+    async with broker:
+        view = HubView.of_broker(broker, timeout=1)
+        ok, data = await health(view)
+        assert ok and data["workers"] == 1 and data["queued"] == 0
+    assert await health(view) == (False, {"ok": False, "error": ANY})
