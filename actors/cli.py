@@ -280,6 +280,38 @@ def _worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hub",
+        default="ws://127.0.0.1:9000",
+        help="the hub's address (default ws://127.0.0.1:9000)",
+    )
+    parser.add_argument("--cafile", help="CA certificates to check a wss:// hub with")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to reach the hub (default 10)"
+    )
+    _secret_arguments(parser)
+
+
+def _status_command(args: argparse.Namespace) -> int:
+    from .exceptions import BrokerError
+    from .status import fetch_status, render_status
+
+    secret = _secret(args)
+    ssl_context = _tls(None, None, args.cafile)
+    try:
+        overview, failed = trio.run(
+            lambda: fetch_status(
+                args.hub, secret=secret, ssl_context=ssl_context, timeout=args.timeout
+            )
+        )
+    except BrokerError as exc:
+        print(f"actors status: cannot reach the hub at {args.hub}: {exc}", file=sys.stderr)
+        return 1
+    render_status(overview, failed)
+    return 0
+
+
 # The command table --------------------------------------------------------------------
 
 _Command = tuple[
@@ -301,6 +333,11 @@ _COMMANDS: dict[str, _Command] = {
         "run a scheduler: kick tasks when their schedules come due",
         _scheduler_arguments,
         _scheduler_command,
+    ),
+    "status": (
+        "show a hub's queue, workers and recent failures",
+        _status_arguments,
+        _status_command,
     ),
 }
 
