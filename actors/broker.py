@@ -39,6 +39,7 @@ from .protocol import (
     GetCounters,
     GetOverview,
     GetResult,
+    GetSchedules,
     GetTaskEvents,
     Inspect,
     Kick,
@@ -48,12 +49,16 @@ from .protocol import (
     Run,
     RunEnded,
     Runs,
+    ScheduleList,
+    ScheduleRow,
+    SchedulesReport,
     Status,
     StatusReply,
     Stored,
     StoreRequest,
     StoreResult,
     Tick,
+    Unschedule,
     Watch,
     WorkerReady,
     WorkerRequest,
@@ -61,7 +66,7 @@ from .protocol import (
 )
 from .queue import TaskQueue, TaskRecord
 from .result import TaskiqResult, result_to_wire
-from .runtime import Actor, ActorError, ActorRef, Reply
+from .runtime import Actor, ActorError, ActorRef, LocalRef, Reply
 from .serializers import TaskiqSerializer
 from .stats import HubStats
 
@@ -84,6 +89,14 @@ def _later(start: DateTime, seconds: float) -> DateTime | None:
         return start + datetime.timedelta(seconds=seconds)
     except OverflowError:
         return None
+
+
+async def _forward(to: ActorRef[Any], message: Any, reply: Reply) -> None:
+    """Ask ``to`` and answer ``reply`` with its answer (False if it cannot)."""
+    try:
+        reply.resolve(await to.ask(message, timeout=10))
+    except ActorError:
+        reply.resolve(False)
 
 
 def unique_key(task_name: str, arguments: bytes) -> str:
@@ -113,6 +126,8 @@ class BrokerState:
     #: Kicks held while the queue is full, oldest first (see ``max_queued``).
     parked: dict[str, tuple[Kick | Enqueue, Reply | None]] = attrs.field(factory=dict)
     stats: HubStats = attrs.field(factory=HubStats)
+    #: Each scheduler's last report (see ``SchedulesReport``).
+    schedules: dict[ActorRef[Any], list[ScheduleRow]] = attrs.field(factory=dict)
 
 
 class BrokerActor(Actor[BrokerRequest]):
@@ -193,6 +208,12 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = introspection.task_events(self.stats, message.task_id)
         elif isinstance(message, GetCounters):
             answer = introspection.counters(self.stats)
+        elif isinstance(message, SchedulesReport):
+            self.state.schedules[message.scheduler] = message.rows
+        elif isinstance(message, GetSchedules):
+            answer = ScheduleList(self._schedules())
+        elif isinstance(message, Unschedule):
+            answer = self._unschedule(message)
         else:
             self._drain()
         return answer
@@ -637,6 +658,26 @@ class BrokerActor(Actor[BrokerRequest]):
             dependencies=sorted(record.waiting_on or ()),
             dependents=list(record.dependents or ()),
         )
+
+    def _schedules(self) -> list[ScheduleRow]:
+        """What the schedulers in this process, or on nodes still linked, reported."""
+        peers = set(self.node.peers)
+        return [
+            row
+            for scheduler, rows in self.state.schedules.items()
+            if isinstance(scheduler, LocalRef) or scheduler.node_name in peers
+            for row in rows
+        ]
+
+    def _unschedule(self, message: Unschedule) -> bool | None:
+        """Hand ``message`` to the scheduler that has the schedule; its answer is ours."""
+        for scheduler, rows in self.state.schedules.items():
+            if any(row.schedule_id == message.schedule_id for row in rows):
+                reply = self.defer_reply()
+                if reply is not None:
+                    self.nursery.start_soon(_forward, scheduler, message, reply)
+                return None
+        return False
 
     def _drain(self) -> None:
         if self.queue.records:

@@ -30,6 +30,7 @@ from .protocol import (
     GetOverview,
     GetProgress,
     GetResult,
+    GetSchedules,
     GetTaskEvents,
     Inspect,
     ListTasks,
@@ -38,11 +39,14 @@ from .protocol import (
     NameCounters,
     NoResult,
     Overview,
+    ScheduleList,
+    ScheduleRow,
     StoreRequest,
     TaskEvent,
     TaskEvents,
     TaskPage,
     TaskRow,
+    Unschedule,
     WorkerRow,
 )
 from .result import TaskiqResult, TaskProgress, result_from_wire
@@ -58,6 +62,7 @@ __all__ = [
     "MinuteRow",
     "NameCounters",
     "Overview",
+    "ScheduleRow",
     "TaskDetail",
     "TaskEvent",
     "TaskPage",
@@ -163,6 +168,19 @@ class HubView:
         """Per task name counts and run-time histograms, since the broker started."""
         answer: Counters = await self._ask(self.broker, GetCounters())
         return answer.names
+
+    async def schedules(self) -> list[ScheduleRow]:
+        """The schedules of every scheduler whose broker this is (each reports its own
+        after every look at them: at start, each due time, each change, and at least
+        every minute), ordered by next due time."""
+        answer: ScheduleList = await self._ask(self.broker, GetSchedules())
+        far = pendulum.DateTime.max.replace(tzinfo=pendulum.UTC)
+        return sorted(answer.rows, key=lambda row: (row.next_due or far, row.schedule_id))
+
+    async def unschedule(self, schedule_id: str) -> bool:
+        """Delete a schedule from the source of the scheduler that reported it; False if
+        no linked scheduler has it."""
+        return bool(await self._ask(self.broker, Unschedule(schedule_id)))
 
     async def abort(self, task_id: str) -> bool:
         """Abort a queued or running task; True once it is removed or its run cancelled."""

@@ -22,6 +22,7 @@ import pendulum
 from . import wire
 from .lifecycle import TaskStatus
 from .result import TaskiqResult, TaskProgress
+from .runtime import ActorRef
 
 __all__ = [
     "Abort",
@@ -39,6 +40,7 @@ __all__ = [
     "GetOverview",
     "GetProgress",
     "GetResult",
+    "GetSchedules",
     "GetTaskEvents",
     "Inspect",
     "IsReady",
@@ -54,6 +56,9 @@ __all__ = [
     "Run",
     "RunEnded",
     "Runs",
+    "ScheduleList",
+    "ScheduleRow",
+    "SchedulesReport",
     "SetProgress",
     "Status",
     "StatusReply",
@@ -66,6 +71,7 @@ __all__ = [
     "TaskPage",
     "TaskRow",
     "Tick",
+    "Unschedule",
     "WaitResult",
     "Watch",
     "WorkerReady",
@@ -381,6 +387,47 @@ class Counters:
     names: list[NameCounters]
 
 
+@attrs.frozen
+class ScheduleRow:
+    """One schedule as its scheduler sees it: ``when`` says how it repeats (``cron
+    */5 * * * *``, ``every 30 s``, ``once at ...``); ``next_due`` None: it will not fire
+    again; ``scheduler``: the node the scheduler runs on."""
+
+    schedule_id: str
+    task_name: str
+    when: str
+    next_due: pendulum.DateTime | None
+    scheduler: str
+
+
+@attrs.define
+class SchedulesReport:
+    """A scheduler's schedules, told to its broker whenever it has looked at them;
+    ``scheduler`` is where to send :class:`Unschedule`."""
+
+    scheduler: ActorRef[Any]
+    rows: list[ScheduleRow]
+
+
+@attrs.define
+class GetSchedules:
+    """The reply is :class:`ScheduleList`: the last report of every scheduler that is
+    still linked."""
+
+
+@attrs.frozen
+class ScheduleList:
+    rows: list[ScheduleRow]
+
+
+@attrs.define
+class Unschedule:
+    """Delete a schedule; the reply is True when a scheduler had it and deleted it.
+    Sent to the broker, which hands it to the scheduler that reported the schedule."""
+
+    schedule_id: str
+
+
 BrokerRequest = (
     Enqueue
     | Kick
@@ -397,6 +444,9 @@ BrokerRequest = (
     | ListTasks
     | GetTaskEvents
     | GetCounters
+    | SchedulesReport
+    | GetSchedules
+    | Unschedule
 )
 
 # To a worker ---------------------------------------------------------------------------
@@ -553,5 +603,6 @@ for _cls in (
     SetProgress, GetProgress,
     GetOverview, WorkerRow, MinuteRow, Overview, ListTasks, TaskRow, TaskPage,
     GetTaskEvents, TaskEvent, TaskEvents, GetCounters, NameCounters, Counters,
+    ScheduleRow, SchedulesReport, GetSchedules, ScheduleList, Unschedule,
 ):  # fmt: skip
     wire.register(_cls, f"taskq.{_cls.__name__}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 from unittest.mock import ANY
 
+import pendulum
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import InMemoryBroker
+from actors import InMemoryBroker, InMemoryScheduleSource, TaskiqScheduler
 from actors.actor_broker import ActorBroker
 from actors.inspect import HubView, Overview
 from actors.metrics import health, metrics_text
@@ -197,3 +198,39 @@ async def test_health_says_whether_the_broker_answers(autojump_clock: Any) -> No
         ok, data = await health(view)
         assert ok and data["workers"] == 1 and data["queued"] == 0
     assert await health(view) == (False, {"ok": False, "error": ANY})
+
+
+async def test_schedules_listed_and_unscheduled_through_the_broker(
+    autojump_clock: Any, make_broker: MakeBroker
+) -> None:
+    start = pendulum.datetime(2026, 1, 1, 0, 0, 1, tz="UTC")
+    broker = make_broker(wall_clock=lambda: start.add(microseconds=int(trio.current_time() * 1e6)))
+    ran: list[int] = []
+
+    @broker.task
+    async def tick(n: int) -> None:
+        ran.append(n)
+
+    source = InMemoryScheduleSource()
+    scheduler = TaskiqScheduler(broker, [source])
+    async with broker:
+        view = HubView.of_broker(broker)
+        every = await tick.schedule_by_interval(source, 30, 1)
+        nightly = await tick.schedule_by_cron(source, "0 3 * * *", 2)
+        async with scheduler:
+            with trio.fail_after(5):
+                while len(rows := await view.schedules()) < 2:
+                    await trio.sleep(0.01)
+            assert [(row.schedule_id, row.when) for row in rows] == [
+                (every.schedule_id, "every 30 s"),
+                (nightly.schedule_id, "cron 0 3 * * *"),
+            ]
+            assert all(row.next_due is not None for row in rows)
+            assert await view.unschedule(every.schedule_id) is True
+            assert await view.unschedule(every.schedule_id) is False
+            assert [row.schedule_id for row in await view.schedules()] == [nightly.schedule_id]
+            assert [task.schedule_id for task in await source.get_schedules()] == [
+                nightly.schedule_id
+            ]
+            await trio.sleep(120)
+        assert ran == []

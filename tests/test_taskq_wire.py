@@ -28,6 +28,7 @@ from actors.protocol import (
     GetOverview,
     GetProgress,
     GetResult,
+    GetSchedules,
     GetTaskEvents,
     Inspect,
     IsReady,
@@ -43,6 +44,9 @@ from actors.protocol import (
     Run,
     RunEnded,
     Runs,
+    ScheduleList,
+    ScheduleRow,
+    SchedulesReport,
     SetProgress,
     Status,
     StatusReply,
@@ -53,6 +57,7 @@ from actors.protocol import (
     TaskPage,
     TaskRow,
     Tick,
+    Unschedule,
     WaitResult,
     Watch,
     WorkerReady,
@@ -61,6 +66,7 @@ from actors.protocol import (
 )
 from actors.result import TaskiqResult, TaskProgress, result_to_wire
 from actors.results import open_result
+from actors.runtime import ActorRef
 from actors.serializers import JSONSerializer
 
 NOW = pendulum.datetime(2026, 1, 2, 3, 4, 5, tz="Europe/Paris")
@@ -128,13 +134,21 @@ SAMPLES: list[Any] = [
     MinuteRow(0.0, 0, 0, 0, 0),
     WorkerRow("w0", "hub", 1, 0, 0.0, False),
     TaskRow("t1", "tasks:add", "succeeded", None),
+    ScheduleRow("s1", "tasks:add", "every 30 s", NOW, "scheduler-1"),
+    ScheduleRow("s2", "tasks:add", "once at 2026-01-02", None, "scheduler-1"),
+    SchedulesReport(
+        ActorRef("scheduler-1", "scheduler.actor"), [ScheduleRow("s1", "a", "", None, "n")]
+    ),
+    GetSchedules(),
+    ScheduleList([]),
+    Unschedule("s1"),
 ]
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda message: type(message).__name__)
 def test_each_message_round_trips_through_the_wire_under_a_stable_tag(message: Any) -> None:
     body = wire.encode_value(message)
-    assert wire.decode_value(body) == message
+    assert wire.decode_value(body, ActorRef) == message
     assert msgpack.unpackb(body)[0] == f"taskq.{type(message).__name__}"
 
 
