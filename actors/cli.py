@@ -209,6 +209,7 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         help="live tasks held before kicks wait for room (default 100000)",
     )
     _secret_arguments(parser)
+    _http_arguments(parser)
 
 
 def _hub_command(args: argparse.Namespace) -> int:
@@ -222,19 +223,27 @@ def _hub_command(args: argparse.Namespace) -> int:
     ssl_context = _tls(args.certfile, args.keyfile, None)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
         raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
+    http = _http(args)
+    serializer = serializer_by_name(args.serializer)
 
     async def run() -> None:
+        from .inspect import HubView
+        from .web import dashboard
+
         async with open_hub(
             args.listen,
             secret=secret,
-            serializer=serializer_by_name(args.serializer),
+            serializer=serializer,
             result_backend=InmemoryResultBackend(args.max_stored_results),
             ssl_context=ssl_context,
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
             max_queued=args.max_queued,
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
-            await trio.sleep_forever()
+            async with dashboard(http, lambda: HubView.of_hub(hub, serializer=serializer)) as url:
+                if url is not None:
+                    print(f"dashboard at {url}", flush=True)
+                await trio.sleep_forever()
 
     trio.run(_until_signalled, run)
     return 0
@@ -274,6 +283,48 @@ def _worker_command(args: argparse.Namespace) -> int:
             sync_tasks_pool_size=args.sync_tasks_pool_size,
         ) as node:
             print(f"worker {node.name} serving {len(broker.tasks)} tasks", flush=True)
+            await trio.sleep_forever()
+
+    trio.run(_until_signalled, run)
+    return 0
+
+
+# web dashboard ------------------------------------------------------------------------
+
+
+def _http_arguments(parser: argparse.ArgumentParser) -> None:
+    from .web import add_http_arguments
+
+    add_http_arguments(parser)
+
+
+def _http(args: argparse.Namespace) -> Any:
+    """The dashboard's ``HttpConfig``, or None without ``--http``."""
+    from .web import http_config
+
+    try:
+        return http_config(args)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _web_arguments(parser: argparse.ArgumentParser) -> None:
+    _object_arguments(parser, "MODULE:BROKER", "the InMemoryBroker to run and show")
+    _http_arguments(parser)
+    parser.set_defaults(http="127.0.0.1:8080")
+
+
+def _web_command(args: argparse.Namespace) -> int:
+    from .inmemory import InMemoryBroker
+    from .inspect import HubView
+    from .web import dashboard
+
+    broker = _load_target(args, "BROKER", InMemoryBroker)
+    http = _http(args)
+
+    async def run() -> None:
+        async with broker, dashboard(http, lambda: HubView.of_broker(broker)) as url:
+            print(f"dashboard for {args.target} at {url}", flush=True)
             await trio.sleep_forever()
 
     trio.run(_until_signalled, run)
@@ -333,6 +384,11 @@ _COMMANDS: dict[str, _Command] = {
         "run a scheduler: kick tasks when their schedules come due",
         _scheduler_arguments,
         _scheduler_command,
+    ),
+    "web": (
+        "run an in-process broker with its workers, and its web dashboard",
+        _web_arguments,
+        _web_command,
     ),
     "status": (
         "show a hub's queue, workers and recent failures",
