@@ -199,7 +199,7 @@ class BrokerActor(Actor[BrokerRequest]):
         elif isinstance(message, GetOverview):
             state = self.state
             answer = introspection.overview(
-                self.node, self.queue.records, state.workers, len(state.parked), self.stats,
+                self.node, self.queue.counts, state.workers, len(state.parked), self.stats,
                 message.minutes,
             )  # fmt: skip
         elif isinstance(message, ListTasks):
@@ -425,7 +425,7 @@ class BrokerActor(Actor[BrokerRequest]):
                     unplaced.append(record)
                     continue
             worker_id, slot = free
-            record.move(Phase.RUNNING)
+            queue.move(record, Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
             slot.running.add(record.task_id)

@@ -21,6 +21,7 @@ import pendulum
 from .exceptions import BrokerError
 from .formatter import TaskiqFormatter
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR
+from .introspection import STATUSES
 from .protocol import (
     Abort,
     BrokerRequest,
@@ -161,6 +162,8 @@ class HubView:
         matches part of the task name; ``after`` is the previous page's ``cursor``.
         A page may hold fewer than ``limit`` rows and still have a cursor: the broker
         looks at a bounded number of tasks per page."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)} or None, not {status!r}")
         answer: TaskPage = await self._ask(self.broker, ListTasks(status, name, after, limit))
         return answer
 

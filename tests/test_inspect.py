@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 from unittest.mock import ANY
 
 import pendulum
+import pytest
 import trio
+from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import InMemoryBroker, InMemoryScheduleSource, TaskiqScheduler
 from actors.actor_broker import ActorBroker
 from actors.inspect import HubView, Overview
+from actors.lifecycle import Phase
 from actors.metrics import health, metrics_text
+from actors.protocol import BrokerMessage
+from actors.queue import TaskQueue, TaskRecord
 
 from .conftest import MakeBroker
 
@@ -234,3 +240,37 @@ async def test_schedules_listed_and_unscheduled_through_the_broker(
             ]
             await trio.sleep(120)
         assert ran == []
+
+
+async def test_bad_cursors_and_statuses_do_not_hurt_the_broker(broker: ActorBroker) -> None:
+    view = HubView.of_broker(broker)
+    with pytest.raises(ValueError, match="status must be one of"):
+        await view.tasks(status="nonsense")
+    for after in ("x:y", "-3:t", "", "99999999999:gone", ":"):
+        assert (await view.tasks(after=after)).rows == []
+        assert (await view.tasks(status="failed", after=after)).rows == []
+    assert (await view.overview()).running == 0  # the broker still answers
+
+
+@given(st.lists(st.tuples(st.sampled_from("apqrf"), st.integers(0, 2)), max_size=40))
+@settings(max_examples=50, deadline=None)
+def test_queue_counts_follow_every_move(ops: list[tuple[str, int]]) -> None:
+    """The overview's counts are kept as tasks move, equal to counting the records."""
+    queue = TaskQueue()
+    made = 0
+    for op, priority in ops:
+        live = list(queue.records.values())
+        if op == "a":
+            record = TaskRecord(BrokerMessage(f"t{made}", "n", b"", {}), Phase.WAITING, priority)
+            made += 1
+            queue.add(record)
+            queue.place(record, 0.0)
+        elif op == "p" and (ready := queue.pop_ready()) is not None:
+            queue.move(ready, Phase.RUNNING)
+        elif op == "r" and (running := [r for r in live if r.phase is Phase.RUNNING]):
+            running[0].eta = 10.0 * priority
+            queue.place(running[0], 0.0)
+        elif op == "f" and live:
+            queue.finish(live[priority % len(live)], Phase.ABORTED, succeeded=False)
+        expected = collections.Counter((r.phase, r.priority) for r in queue.records.values())
+        assert +queue.counts == expected
