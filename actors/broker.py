@@ -205,7 +205,7 @@ class BrokerActor(Actor[BrokerRequest]):
         elif isinstance(message, ListTasks):
             answer = introspection.list_tasks(self.queue.records, self.stats, message)
         elif isinstance(message, GetTaskEvents):
-            answer = introspection.task_events(self.stats, message.task_id)
+            answer = introspection.task_events(self.stats, self.queue.records, message.task_id)
         elif isinstance(message, GetCounters):
             answer = introspection.counters(self.stats)
         elif isinstance(message, SchedulesReport):
@@ -283,7 +283,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 return live.task_id
         else:
             key = None
-        self.stats.kicked(message.task_id, message.task_name)
+        self.stats.kicked(message.task_name)
         now = trio.current_time()
         wall = self.wall_clock()
         record = TaskRecord(message, Phase.WAITING, enqueue_time=wall)
@@ -429,7 +429,7 @@ class BrokerActor(Actor[BrokerRequest]):
             record.tries += 1
             record.worker_id = worker_id
             slot.running.add(record.task_id)
-            self.stats.started(record.task_id, record.message.task_name, worker_id)
+            self.stats.started(record.task_id, record.message.task_name)
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():

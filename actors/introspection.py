@@ -173,14 +173,19 @@ def _ended(stats: HubStats, message: ListTasks, limit: int) -> TaskPage:
     return TaskPage(rows, str(seq) if len(rows) == limit and seq > oldest else None)
 
 
-def task_events(stats: HubStats, task_id: str) -> TaskEvents:
-    return TaskEvents(
-        [
-            TaskEvent(when, name, event, detail)
-            for when, id_, name, event, detail in stats.events
-            if id_ == task_id
-        ]
-    )
+def task_events(stats: HubStats, records: Mapping[str, TaskRecord], task_id: str) -> TaskEvents:
+    """The task's retries and end from the ring, and its current run's start."""
+    events = [
+        TaskEvent(when, name, event, detail)
+        for when, id_, name, event, detail in stats.events
+        if id_ == task_id
+    ]
+    record = records.get(task_id)
+    since = stats.running_since.get(task_id)
+    if record is not None and since is not None:
+        events.append(TaskEvent(since, record.message.task_name, "started", record.worker_id or ""))
+        events.sort(key=lambda event: event.time)
+    return TaskEvents(events)
 
 
 def counters(stats: HubStats) -> Counters:
@@ -188,12 +193,12 @@ def counters(stats: HubStats) -> Counters:
         [
             NameCounters(
                 name,
-                c.kicked,
-                c.started,
-                c.succeeded,
-                c.failed,
-                c.retried,
-                c.aborted,
+                c.counts[0],
+                c.counts[1],
+                c.counts[2],
+                c.counts[3],
+                c.counts[4],
+                c.counts[5],
                 c.run_time_sum,
                 list(c.buckets),
             )
