@@ -12,13 +12,21 @@ import trio
 from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import InMemoryBroker, InMemoryScheduleSource, TaskiqScheduler
+from actors import (
+    InMemoryBroker,
+    InMemoryScheduleSource,
+    JSONSerializer,
+    TaskiqScheduler,
+    WebSocketBroker,
+)
 from actors.actor_broker import ActorBroker
+from actors.hub import open_hub
 from actors.inspect import HubView, Overview
 from actors.lifecycle import Phase
 from actors.metrics import health, metrics_text
 from actors.protocol import BrokerMessage
 from actors.queue import TaskQueue, TaskRecord
+from actors.worker_node import open_worker_node
 
 from .conftest import MakeBroker
 
@@ -274,3 +282,30 @@ def test_queue_counts_follow_every_move(ops: list[tuple[str, int]]) -> None:
             queue.finish(live[priority % len(live)], Phase.ABORTED, succeeded=False)
         expected = collections.Counter((r.phase, r.priority) for r in queue.records.values())
         assert +queue.counts == expected
+
+
+async def test_a_view_of_the_hub_from_its_node_and_from_a_linked_one(autojump_clock: Any) -> None:
+    async with open_hub("local://", max_queued=None) as hub:
+        assert hub.address is not None
+        client = WebSocketBroker(hub.address)
+
+        @client.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        async with client, open_worker_node(client, max_async_tasks=4) as worker:
+            handle = await add.kiq(1, b=2)
+            assert (await handle.wait_result()).return_value == 3
+            assert client.node is not None
+            on_hub = HubView.of_hub(hub)
+            from_client = HubView.of_hub(client.node, serializer=JSONSerializer())
+            for view in (on_hub, from_client):
+                seen = await view.overview()
+                assert seen.node == "hub"
+                assert [(row.node, row.capacity) for row in seen.workers] == [(worker.name, 4)]
+                assert set(seen.links) == {worker.name, client.node.name}
+                assert {"taskq.broker", "taskq.results"} <= set(seen.mailboxes)
+            shown = await from_client.task(handle.task_id)
+            assert shown is not None and (shown.status, shown.result) == ("succeeded", "3")
+            hidden = await on_hub.task(handle.task_id)  # no serializer: nothing decoded
+            assert hidden is not None and (hidden.status, hidden.result) == ("succeeded", None)
