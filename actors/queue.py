@@ -18,7 +18,7 @@ import itertools
 import attrs
 import pendulum
 
-from .lifecycle import Phase, check_transition
+from .lifecycle import TRANSITIONS, Phase, check_transition
 from .protocol import BrokerMessage
 from .result import utc_now
 
@@ -122,11 +122,14 @@ class TaskQueue:
     def move(self, record: TaskRecord, phase: Phase) -> None:
         """Move a live task to ``phase``, keeping :attr:`counts`."""
         old = record.phase
-        record.move(phase)
+        if phase not in TRANSITIONS[old]:
+            check_transition(old, phase)  # raises
+        record.phase = phase
+        priority = record.priority
         counts = self.counts
-        counts[old, record.priority] -= 1
+        counts[old, priority] -= 1
         if phase in _LIVE:
-            counts[phase, record.priority] += 1
+            counts[phase, priority] += 1
 
     def pop_ready(self) -> TaskRecord | None:
         """The next task to run, highest priority first."""

@@ -89,7 +89,7 @@ class HubStats:
         counts = self.by_name.get(name) or self._new(name)
         since = self.running_since.pop(task_id, None)
         if since is not None:
-            spent = max(now - since, 0.0)
+            spent = now - since  # a wall clock stepping back counts in the first bucket
             counts.run_time_sum += spent
             counts.buckets[bisect.bisect_left(RUN_TIME_BUCKETS, spent)] += 1
         index = _INDEX[outcome]
