@@ -199,13 +199,13 @@ class BrokerActor(Actor[BrokerRequest]):
         elif isinstance(message, GetOverview):
             state = self.state
             answer = introspection.overview(
-                self.node, self.queue.records, state.workers, len(state.parked), self.stats,
+                self.node, self.queue.counts, state.workers, len(state.parked), self.stats,
                 message.minutes,
             )  # fmt: skip
         elif isinstance(message, ListTasks):
             answer = introspection.list_tasks(self.queue.records, self.stats, message)
         elif isinstance(message, GetTaskEvents):
-            answer = introspection.task_events(self.stats, message.task_id)
+            answer = introspection.task_events(self.stats, self.queue.records, message.task_id)
         elif isinstance(message, GetCounters):
             answer = introspection.counters(self.stats)
         elif isinstance(message, SchedulesReport):
@@ -283,7 +283,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 return live.task_id
         else:
             key = None
-        self.stats.kicked(message.task_id, message.task_name)
+        self.stats.kicked(message.task_name)
         now = trio.current_time()
         wall = self.wall_clock()
         record = TaskRecord(message, Phase.WAITING, enqueue_time=wall)
@@ -425,11 +425,11 @@ class BrokerActor(Actor[BrokerRequest]):
                     unplaced.append(record)
                     continue
             worker_id, slot = free
-            record.move(Phase.RUNNING)
+            queue.move(record, Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
             slot.running.add(record.task_id)
-            self.stats.started(record.task_id, record.message.task_name, worker_id)
+            self.stats.started(record.task_id, record.message.task_name)
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():

@@ -21,6 +21,7 @@ import pendulum
 from .exceptions import BrokerError
 from .formatter import TaskiqFormatter
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR
+from .introspection import STATUSES
 from .protocol import (
     Abort,
     BrokerRequest,
@@ -78,8 +79,9 @@ class TaskDetail:
     """One task for display. ``status``: a live phase (``queued``, ``running``...) or
     how it ended (``succeeded``, ``failed``, ``aborted``...); ``args``/``kwargs``/
     ``result``: ``repr`` of the decoded values, None when the view cannot decode them
-    (then ``size`` says how many bytes the arguments take); ``timeline``: the broker's
-    recent events for it (kicked, started, retried, an end), oldest first."""
+    (then ``size`` says how many bytes the arguments take); ``timeline``: kicked, the
+    current or last run's start (with its worker), retries and the end, oldest first
+    (an end's times are the hub's; a start's the worker's, once the result is in)."""
 
     task_id: str
     task_name: str | None
@@ -161,6 +163,8 @@ class HubView:
         matches part of the task name; ``after`` is the previous page's ``cursor``.
         A page may hold fewer than ``limit`` rows and still have a cursor: the broker
         looks at a bounded number of tasks per page."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)} or None, not {status!r}")
         answer: TaskPage = await self._ask(self.broker, ListTasks(status, name, after, limit))
         return answer
 
@@ -229,7 +233,7 @@ class HubView:
             enqueue_time=live.enqueue_time,
             scheduled=live.scheduled,
             progress=progress,
-            timeline=timeline,
+            timeline=_timeline(timeline, message.task_name, live.enqueue_time),
             dependencies=list(live.dependencies),
             dependents=list(live.dependents),
         )
@@ -252,10 +256,32 @@ class HubView:
             labels=dict(result.labels),
             tries=result.tries,
             enqueue_time=result.enqueue_time,
+            timeline=_timeline(
+                detail.timeline,
+                detail.task_name or "",
+                result.enqueue_time,
+                (result.start_time, result.worker_id or ""),
+            ),
             result=None if result.is_err else repr(result.return_value),
             error=None if error is None else f"{type(error).__name__}: {error}",
             traceback=None if error is None else "".join(traceback.format_exception(error)),
         )
+
+
+def _timeline(
+    events: list[TaskEvent],
+    name: str,
+    kicked: pendulum.DateTime | None,
+    started: tuple[pendulum.DateTime | None, str] | None = None,
+) -> list[TaskEvent]:
+    """The broker's events with the kick and the last run's start (the broker counts
+    those without keeping their times: they are the task's own), oldest first."""
+    events = [event for event in events if event.event != "started" or started is None]
+    if kicked is not None:
+        events.append(TaskEvent(kicked.timestamp(), name, "kicked"))
+    if started is not None and started[0] is not None:
+        events.append(TaskEvent(started[0].timestamp(), name, "started", started[1]))
+    return sorted(events, key=lambda event: event.time)
 
 
 def _live_status(live: LiveTask) -> str:

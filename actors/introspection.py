@@ -34,13 +34,15 @@ from .queue import TaskRecord
 from .runtime import Node
 from .stats import EVENTS, HubStats
 
-__all__ = ["SCAN_BUDGET", "counters", "list_tasks", "overview", "task_events"]
+__all__ = ["SCAN_BUDGET", "STATUSES", "counters", "list_tasks", "overview", "task_events"]
 
 #: Live records a page looks at, at most, before it answers with what it found.
 SCAN_BUDGET = 100_000
 
 _LIVE = {p.value: p for p in (Phase.WAITING, Phase.SCHEDULED, Phase.QUEUED, Phase.RUNNING)}
 _ENDED = set(EVENTS) - {"kicked", "started"}
+#: What ``ListTasks.status`` may be (besides None).
+STATUSES = (*_LIVE, *sorted(_ENDED))
 
 
 class WorkerSlot(Protocol):
@@ -54,7 +56,7 @@ class WorkerSlot(Protocol):
 
 def overview(
     node: Node,
-    records: Mapping[str, TaskRecord],
+    counts: Mapping[tuple[Phase, int], int],
     workers: Mapping[str, WorkerSlot],
     parked: int,
     stats: HubStats,
@@ -62,14 +64,13 @@ def overview(
 ) -> Overview:
     queued: dict[int, int] = {}
     scheduled = waiting = 0
-    for record in records.values():
-        phase = record.phase
-        if phase is Phase.QUEUED:
-            queued[record.priority] = queued.get(record.priority, 0) + 1
+    for (phase, priority), count in counts.items():
+        if phase is Phase.QUEUED and count:
+            queued[priority] = count
         elif phase is Phase.SCHEDULED:
-            scheduled += 1
+            scheduled += count
         elif phase is Phase.WAITING:
-            waiting += 1
+            waiting += count
     peers = set(node.peers)
     rows = [
         WorkerRow(
@@ -108,14 +109,19 @@ def list_tasks(records: dict[str, TaskRecord], stats: HubStats, message: ListTas
         return _ended(stats, message, limit)
     phase = _LIVE.get(message.status or "")
     if message.status is not None and phase is None:
-        raise ValueError(f"no such status: {message.status!r}")
+        return TaskPage([], None)  # HubView refuses it; never crash the broker on it
     start = 0
     if message.after is not None:
         position, _, task_id = message.after.partition(":")
-        if task_id in records:
+        hint = min(int(position) if position.isdigit() else 0, len(records))
+        if hint < 1:
+            start = 0
+        elif task_id not in records:  # it ended since: go on about where it was
+            start = hint
+        elif next(itertools.islice(records, hint - 1, None), None) == task_id:
+            start = hint  # nothing before it ended: one C-speed skip
+        else:
             start = operator.indexOf(records, task_id) + 1
-        else:  # it ended since: go on about where it was
-            start = min(int(position or 0), len(records))
     rows: list[TaskRow] = []
     scanned = 0
     last = None
@@ -149,7 +155,8 @@ def _ended(stats: HubStats, message: ListTasks, limit: int) -> TaskPage:
     sequence number."""
     events = stats.events
     newest = stats.event_count - 1
-    before = int(message.after) if message.after else newest + 1
+    after = message.after
+    before = int(after) if after is not None and after.isdigit() else newest + 1
     rows: list[TaskRow] = []
     seq = newest + 1
     for seq, (when, task_id, task_name, event, _) in zip(
@@ -166,14 +173,19 @@ def _ended(stats: HubStats, message: ListTasks, limit: int) -> TaskPage:
     return TaskPage(rows, str(seq) if len(rows) == limit and seq > oldest else None)
 
 
-def task_events(stats: HubStats, task_id: str) -> TaskEvents:
-    return TaskEvents(
-        [
-            TaskEvent(when, name, event, detail)
-            for when, id_, name, event, detail in stats.events
-            if id_ == task_id
-        ]
-    )
+def task_events(stats: HubStats, records: Mapping[str, TaskRecord], task_id: str) -> TaskEvents:
+    """The task's retries and end from the ring, and its current run's start."""
+    events = [
+        TaskEvent(when, name, event, detail)
+        for when, id_, name, event, detail in stats.events
+        if id_ == task_id
+    ]
+    record = records.get(task_id)
+    since = stats.running_since.get(task_id)
+    if record is not None and since is not None:
+        events.append(TaskEvent(since, record.message.task_name, "started", record.worker_id or ""))
+        events.sort(key=lambda event: event.time)
+    return TaskEvents(events)
 
 
 def counters(stats: HubStats) -> Counters:
@@ -181,12 +193,12 @@ def counters(stats: HubStats) -> Counters:
         [
             NameCounters(
                 name,
-                c.kicked,
-                c.started,
-                c.succeeded,
-                c.failed,
-                c.retried,
-                c.aborted,
+                c.counts[0],
+                c.counts[1],
+                c.counts[2],
+                c.counts[3],
+                c.counts[4],
+                c.counts[5],
                 c.run_time_sum,
                 list(c.buckets),
             )

@@ -1,5 +1,5 @@
 """What the broker counts for the dashboard and ``/metrics``: per task name counters,
-a run-time histogram, outcomes per minute, and a ring of recent task events.
+a run-time histogram, outcomes per minute, and a ring of recent ends and retries.
 
 Kept by the broker on its :class:`~actors.broker.BrokerState` (so it survives a restart
 of the broker actor), updated with a few dict operations per task event, and read whole
@@ -35,22 +35,23 @@ _EVENTS_KEPT = 10_000
 
 @attrs.define(eq=False)
 class NameCounts:
-    """One task name's counters and run-time histogram (``buckets[i]`` counts runs of at
-    most ``RUN_TIME_BUCKETS[i]`` seconds, the last one those longer than all)."""
+    """One task name's counters, ``counts[i]`` for ``EVENTS[i]``, and its run-time
+    histogram (``buckets[i]`` counts runs of at most ``RUN_TIME_BUCKETS[i]`` seconds,
+    the last one those longer than all)."""
 
-    kicked: int = 0
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    aborted: int = 0
+    counts: list[int] = attrs.field(factory=lambda: [0] * len(EVENTS))
     run_time_sum: float = 0.0
     buckets: list[int] = attrs.field(factory=lambda: [0] * (len(RUN_TIME_BUCKETS) + 1))
 
 
+_INDEX = {event: index for index, event in enumerate(EVENTS)}
+_FIRST_OUTCOME = _INDEX[OUTCOMES[0]]
+
+
 @attrs.define(eq=False)
 class HubStats:
-    """Counters since the broker started, and a short memory of recent events."""
+    """Counters since the broker started, and a short memory of recent events. Each
+    update is a few dict and list operations, inline: they run for every task."""
 
     clock: Callable[[], float] = time.time
     by_name: dict[str, NameCounts] = attrs.field(factory=dict)
@@ -58,7 +59,8 @@ class HubStats:
     minutes: collections.deque[tuple[int, list[int]]] = attrs.field(
         factory=lambda: collections.deque(maxlen=_MINUTES_KEPT)
     )
-    #: ``(wall time, task id, task name, event, detail)``, oldest first.
+    #: ``(wall time, task id, task name, event, detail)``, oldest first: every end and
+    #: retry (kicks and starts are only counted; their times are the task's own).
     events: collections.deque[tuple[float, str, str, str, str]] = attrs.field(
         factory=lambda: collections.deque(maxlen=_EVENTS_KEPT)
     )
@@ -67,42 +69,38 @@ class HubStats:
     #: Wall time each running task was handed to a worker, by task id.
     running_since: dict[str, float] = attrs.field(factory=dict)
 
-    def _counts(self, name: str) -> NameCounts:
-        counts = self.by_name.get(name)
-        if counts is None:
-            counts = self.by_name[name] = NameCounts()
+    def _new(self, name: str) -> NameCounts:
+        counts = self.by_name[name] = NameCounts()
         return counts
 
-    def kicked(self, task_id: str, name: str) -> None:
-        self._counts(name).kicked += 1
-        self._event(self.clock(), task_id, name, "kicked", "")
+    def kicked(self, name: str) -> None:
+        """Counted only: a task's kick time is its ``enqueue_time``."""
+        (self.by_name.get(name) or self._new(name)).counts[0] += 1
 
-    def started(self, task_id: str, name: str, worker: str) -> None:
-        now = self.clock()
-        self._counts(name).started += 1
-        self.running_since[task_id] = now
-        self._event(now, task_id, name, "started", worker)
+    def started(self, task_id: str, name: str) -> None:
+        """Counted, and timed until it ends (the start of a timeline is in
+        ``running_since`` while it runs, then in its result)."""
+        (self.by_name.get(name) or self._new(name)).counts[1] += 1
+        self.running_since[task_id] = self.clock()
 
     def ended(self, task_id: str, name: str, outcome: str, detail: str = "") -> None:
         """A run or a task ended: ``outcome`` is one of :data:`EVENTS` after "started"."""
         now = self.clock()
-        counts = self._counts(name)
+        counts = self.by_name.get(name) or self._new(name)
         since = self.running_since.pop(task_id, None)
         if since is not None:
-            spent = max(now - since, 0.0)
+            spent = now - since  # a wall clock stepping back counts in the first bucket
             counts.run_time_sum += spent
             counts.buckets[bisect.bisect_left(RUN_TIME_BUCKETS, spent)] += 1
+        index = _INDEX[outcome]
+        counts.counts[index] += 1
         if outcome != "expired":
-            setattr(counts, outcome, getattr(counts, outcome) + 1)
             minute = int(now // 60)
             minutes = self.minutes
             if not minutes or minutes[-1][0] != minute:
                 minutes.append((minute, [0, 0, 0, 0]))
-            minutes[-1][1][OUTCOMES.index(outcome)] += 1
-        self._event(now, task_id, name, outcome, detail)
-
-    def _event(self, when: float, task_id: str, name: str, event: str, detail: str) -> None:
-        self.events.append((when, task_id, name, event, detail))
+            minutes[-1][1][index - _FIRST_OUTCOME] += 1
+        self.events.append((now, task_id, name, outcome, detail))
         self.event_count += 1
 
     def per_minute(self, count: int) -> list[tuple[int, list[int]]]:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 from unittest.mock import ANY
 
 import pendulum
+import pytest
 import trio
+from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import InMemoryBroker, InMemoryScheduleSource, TaskiqScheduler
+from actors import (
+    InMemoryBroker,
+    InMemoryScheduleSource,
+    JSONSerializer,
+    TaskiqScheduler,
+    WebSocketBroker,
+)
 from actors.actor_broker import ActorBroker
+from actors.hub import open_hub
 from actors.inspect import HubView, Overview
+from actors.lifecycle import Phase
 from actors.metrics import health, metrics_text
+from actors.protocol import BrokerMessage
+from actors.queue import TaskQueue, TaskRecord
+from actors.worker_node import open_worker_node
 
 from .conftest import MakeBroker
 
@@ -234,3 +248,64 @@ async def test_schedules_listed_and_unscheduled_through_the_broker(
             ]
             await trio.sleep(120)
         assert ran == []
+
+
+async def test_bad_cursors_and_statuses_do_not_hurt_the_broker(broker: ActorBroker) -> None:
+    view = HubView.of_broker(broker)
+    with pytest.raises(ValueError, match="status must be one of"):
+        await view.tasks(status="nonsense")
+    for after in ("x:y", "-3:t", "", "99999999999:gone", ":"):
+        assert (await view.tasks(after=after)).rows == []
+        assert (await view.tasks(status="failed", after=after)).rows == []
+    assert (await view.overview()).running == 0  # the broker still answers
+
+
+@given(st.lists(st.tuples(st.sampled_from("apqrf"), st.integers(0, 2)), max_size=40))
+@settings(max_examples=50, deadline=None)
+def test_queue_counts_follow_every_move(ops: list[tuple[str, int]]) -> None:
+    """The overview's counts are kept as tasks move, equal to counting the records."""
+    queue = TaskQueue()
+    made = 0
+    for op, priority in ops:
+        live = list(queue.records.values())
+        if op == "a":
+            record = TaskRecord(BrokerMessage(f"t{made}", "n", b"", {}), Phase.WAITING, priority)
+            made += 1
+            queue.add(record)
+            queue.place(record, 0.0)
+        elif op == "p" and (ready := queue.pop_ready()) is not None:
+            queue.move(ready, Phase.RUNNING)
+        elif op == "r" and (running := [r for r in live if r.phase is Phase.RUNNING]):
+            running[0].eta = 10.0 * priority
+            queue.place(running[0], 0.0)
+        elif op == "f" and live:
+            queue.finish(live[priority % len(live)], Phase.ABORTED, succeeded=False)
+        expected = collections.Counter((r.phase, r.priority) for r in queue.records.values())
+        assert +queue.counts == expected
+
+
+async def test_a_view_of_the_hub_from_its_node_and_from_a_linked_one(autojump_clock: Any) -> None:
+    async with open_hub("local://", max_queued=None) as hub:
+        assert hub.address is not None
+        client = WebSocketBroker(hub.address)
+
+        @client.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        async with client, open_worker_node(client, max_async_tasks=4) as worker:
+            handle = await add.kiq(1, b=2)
+            assert (await handle.wait_result()).return_value == 3
+            assert client.node is not None
+            on_hub = HubView.of_hub(hub)
+            from_client = HubView.of_hub(client.node, serializer=JSONSerializer())
+            for view in (on_hub, from_client):
+                seen = await view.overview()
+                assert seen.node == "hub"
+                assert [(row.node, row.capacity) for row in seen.workers] == [(worker.name, 4)]
+                assert set(seen.links) == {worker.name, client.node.name}
+                assert {"taskq.broker", "taskq.results"} <= set(seen.mailboxes)
+            shown = await from_client.task(handle.task_id)
+            assert shown is not None and (shown.status, shown.result) == ("succeeded", "3")
+            hidden = await on_hub.task(handle.task_id)  # no serializer: nothing decoded
+            assert hidden is not None and (hidden.status, hidden.result) == ("succeeded", None)

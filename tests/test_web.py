@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from actors import InMemoryBroker
+from actors import InMemoryBroker, InMemoryScheduleSource, TaskiqScheduler
 from actors.cli import main
 from actors.inspect import HubView
 from actors.tasks import AsyncTaskiqDecoratedTask
@@ -171,6 +171,31 @@ async def test_tasks_page_through_a_long_queue_with_a_filter() -> None:
         assert seen == kicked
         assert pages == 3
         assert (await client.get("/tasks?status=nonsense")).status_code == 400
+
+
+async def test_schedules_page_unschedules_with_the_csrf_token() -> None:
+    broker = InMemoryBroker()
+
+    @broker.task("tick")
+    async def tick(n: int) -> None: ...
+
+    source = InMemoryScheduleSource()
+    hourly = await tick.schedule_by_interval(source, 3600, 1)
+    nightly = await tick.schedule_by_cron(source, "0 3 * * *", 2)
+    async with dashboard(broker) as client, TaskiqScheduler(broker, [source]):
+        with trio.fail_after(10):
+            while nightly.schedule_id not in (page := (await client.get("/schedules")).text):
+                await trio.sleep(0.01)
+        assert hourly.schedule_id in page
+        assert "every 3600 s" in page
+        target = f"/schedules/{hourly.schedule_id}/unschedule"
+        assert (await client.post(target, data={"csrf": "forged"})).status_code == 403
+        assert hourly.schedule_id in (await client.get("/schedules")).text
+        csrf = _CSRF.findall(page)[0]
+        assert (await client.post(target, data={"csrf": csrf})).status_code == 303
+        page = (await client.get("/schedules")).text
+        assert hourly.schedule_id not in page
+        assert nightly.schedule_id in page
 
 
 def test_http_off_loopback_needs_a_login(capsys: pytest.CaptureFixture[str]) -> None:
