@@ -198,6 +198,41 @@ async def test_schedules_page_unschedules_with_the_csrf_token() -> None:
         assert nightly.schedule_id in page
 
 
+async def test_a_failed_tasks_page_shows_its_error_and_traceback() -> None:
+    broker = InMemoryBroker()
+
+    @broker.task("invoice.render")
+    async def render(number: int) -> None:
+        raise ValueError(f"invoice {number} has no lines")
+
+    async with dashboard(broker) as client:
+        handle = await render.kiq(17)
+        await handle.wait_result()
+        page = (await client.get(f"/tasks/{handle.task_id}")).text
+        assert 'id="status" class="status failed"' in page
+        assert "ValueError: invoice 17 has no lines" in page
+        assert "Traceback (most recent call last)" in page
+        assert 'id="abort"' not in page
+        failed = (await client.get("/tasks?status=failed")).text
+        assert handle.task_id in failed
+
+
+async def test_actors_web_serves_an_in_process_brokers_dashboard(tmp_path: Path) -> None:
+    (tmp_path / "web_tasks.py").write_text(
+        "from actors import InMemoryBroker\n\nbroker = InMemoryBroker()\n"
+    )
+    async with command(
+        "web", "web_tasks:broker", "--http", "127.0.0.1:0", env=program_env(tmp_path)
+    ) as (_, lines):
+        with trio.fail_after(30):
+            line = await lines.next()
+        assert line.startswith("dashboard for web_tasks:broker at http://127.0.0.1:")
+        async with httpx.AsyncClient(base_url=line.rsplit(" ", 1)[1]) as client:
+            response = await client.get("/")
+            assert response.status_code == 200
+            assert '<td class="num">30</td>' in response.text  # its worker's capacity
+
+
 def test_http_off_loopback_needs_a_login(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["hub", "--http", "0.0.0.0:8080"]) == 2
     assert "ACTORS_HTTP_AUTH" in capsys.readouterr().err
