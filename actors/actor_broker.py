@@ -67,6 +67,11 @@ class ActorBroker(AsyncBroker):
     _store_ref: ActorRef[StoreRequest] | None = None
     _local_backend: AsyncResultBackend[Any] | None = None
 
+    @property
+    def broker_ref(self) -> ActorRef[BrokerRequest] | None:
+        """The broker actor, while running (a scheduler reports its schedules there)."""
+        return self._broker_ref
+
     def _actors(self) -> tuple[ActorRef[BrokerRequest], ActorRef[StoreRequest]]:
         if self._broker_ref is None or self._store_ref is None:
             raise BrokerError("the broker is not running: use `async with broker:` or startup()")

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import hashlib
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import attrs
 import pendulum
 import trio
 
+from . import introspection
 from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, TaskExpiredError
 from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
 from .lifecycle import Phase
@@ -34,20 +36,29 @@ from .protocol import (
     EncodedResult,
     Enqueue,
     Finished,
+    GetCounters,
+    GetOverview,
     GetResult,
+    GetSchedules,
+    GetTaskEvents,
     Inspect,
     Kick,
+    ListTasks,
     LiveTask,
     NodeLost,
     Run,
     RunEnded,
     Runs,
+    ScheduleList,
+    ScheduleRow,
+    SchedulesReport,
     Status,
     StatusReply,
     Stored,
     StoreRequest,
     StoreResult,
     Tick,
+    Unschedule,
     Watch,
     WorkerReady,
     WorkerRequest,
@@ -55,8 +66,9 @@ from .protocol import (
 )
 from .queue import TaskQueue, TaskRecord
 from .result import TaskiqResult, result_to_wire
-from .runtime import Actor, ActorError, ActorRef, Reply
+from .runtime import Actor, ActorError, ActorRef, LocalRef, Reply
 from .serializers import TaskiqSerializer
+from .stats import HubStats
 
 __all__ = [
     "BrokerActor",
@@ -66,6 +78,8 @@ __all__ = [
 
 
 DateTime = pendulum.DateTime
+#: How the stats count an end the broker reaches itself (a run's end says its own).
+_OUTCOMES = {Phase.DONE: "failed", Phase.ABORTED: "aborted", Phase.EXPIRED: "expired"}
 WallClock = Callable[[], DateTime]
 
 
@@ -75,6 +89,14 @@ def _later(start: DateTime, seconds: float) -> DateTime | None:
         return start + datetime.timedelta(seconds=seconds)
     except OverflowError:
         return None
+
+
+async def _forward(to: ActorRef[Any], message: Any, reply: Reply) -> None:
+    """Ask ``to`` and answer ``reply`` with its answer (False if it cannot)."""
+    try:
+        reply.resolve(await to.ask(message, timeout=10))
+    except ActorError:
+        reply.resolve(False)
 
 
 def unique_key(task_name: str, arguments: bytes) -> str:
@@ -90,6 +112,7 @@ class _WorkerSlot:
     incarnation: int
     tasks: frozenset[str] | None  # None: every task (a worker of this process's broker)
     running: set[str] = attrs.field(factory=set)
+    last_seen: float = attrs.field(factory=time.time)  # wall clock: its start or last report
 
 
 @attrs.define(eq=False)
@@ -102,6 +125,9 @@ class BrokerState:
     aborts: dict[str, list[Reply]] = attrs.field(factory=lambda: collections.defaultdict(list))
     #: Kicks held while the queue is full, oldest first (see ``max_queued``).
     parked: dict[str, tuple[Kick | Enqueue, Reply | None]] = attrs.field(factory=dict)
+    stats: HubStats = attrs.field(factory=HubStats)
+    #: Each scheduler's last report (see ``SchedulesReport``).
+    schedules: dict[ActorRef[Any], list[ScheduleRow]] = attrs.field(factory=dict)
 
 
 class BrokerActor(Actor[BrokerRequest]):
@@ -131,6 +157,7 @@ class BrokerActor(Actor[BrokerRequest]):
         self._watched: set[str] = set()
         self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
         self.max_queued = max_queued
+        self.stats = state.stats
 
     async def started(self) -> None:
         self.nursery.start_soon(self._timer)
@@ -169,6 +196,24 @@ class BrokerActor(Actor[BrokerRequest]):
         elif isinstance(message, Status):
             record = self.queue.live(message.task_id)
             answer = StatusReply(None if record is None else record.phase.status)
+        elif isinstance(message, GetOverview):
+            state = self.state
+            answer = introspection.overview(
+                self.node, self.queue.counts, state.workers, len(state.parked), self.stats,
+                message.minutes,
+            )  # fmt: skip
+        elif isinstance(message, ListTasks):
+            answer = introspection.list_tasks(self.queue.records, self.stats, message)
+        elif isinstance(message, GetTaskEvents):
+            answer = introspection.task_events(self.stats, self.queue.records, message.task_id)
+        elif isinstance(message, GetCounters):
+            answer = introspection.counters(self.stats)
+        elif isinstance(message, SchedulesReport):
+            self.state.schedules[message.scheduler] = message.rows
+        elif isinstance(message, GetSchedules):
+            answer = ScheduleList(self._schedules())
+        elif isinstance(message, Unschedule):
+            answer = self._unschedule(message)
         else:
             self._drain()
         return answer
@@ -238,6 +283,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 return live.task_id
         else:
             key = None
+        self.stats.kicked(message.task_name)
         now = trio.current_time()
         wall = self.wall_clock()
         record = TaskRecord(message, Phase.WAITING, enqueue_time=wall)
@@ -379,10 +425,11 @@ class BrokerActor(Actor[BrokerRequest]):
                     unplaced.append(record)
                     continue
             worker_id, slot = free
-            record.move(Phase.RUNNING)
+            queue.move(record, Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
             slot.running.add(record.task_id)
+            self.stats.started(record.task_id, record.message.task_name)
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
@@ -429,6 +476,8 @@ class BrokerActor(Actor[BrokerRequest]):
 
     async def _finished(self, message: Finished) -> None:
         slot = self.state.workers.get(message.worker_id)
+        if slot is not None:
+            slot.last_seen = time.time()
         for ended in message.runs:
             if slot is not None:
                 slot.running.discard(ended.task_id)
@@ -446,6 +495,7 @@ class BrokerActor(Actor[BrokerRequest]):
             return
         aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
         if ended.outcome == "again" and aborts is None:
+            self.stats.ended(record.task_id, record.message.task_name, "retried")
             if ended.labels is not None:
                 record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
@@ -456,6 +506,8 @@ class BrokerActor(Actor[BrokerRequest]):
             self.queue.place(record, now)
             return
         if ended.outcome == "done":
+            outcome = "failed" if ended.is_err else "succeeded"
+            self.stats.ended(record.task_id, record.message.task_name, outcome)
             self.queue.finish(record, Phase.DONE, succeeded=not ended.is_err)
             if record.dependents:
                 await self._release_dependents(record, succeeded=not ended.is_err)
@@ -520,6 +572,7 @@ class BrokerActor(Actor[BrokerRequest]):
 
     async def _end(self, record: TaskRecord, phase: Phase, error: BaseException) -> None:
         """End a task with an error result, and fail what depended on it."""
+        self.stats.ended(record.task_id, record.message.task_name, _OUTCOMES[phase])
         self.queue.finish(record, phase, succeeded=False)
         await self._store_error(record, error)
         await self._fail_dependents_of(record.task_id, self._dependents(record))
@@ -559,6 +612,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 await self.store.tell(
                     CopyResult(record.task_id, dependent.task_id, self._ttl(dependent))
                 )
+                self.stats.ended(dependent.task_id, dependent.message.task_name, "succeeded")
                 self.queue.finish(dependent, Phase.DONE, succeeded=True)
                 await self._release_dependents(dependent, succeeded=True)
                 continue
@@ -577,6 +631,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 if not dependent.done_waiting_for(failed):
                     self.queue.place(dependent, now)
                 continue
+            self.stats.ended(dependent.task_id, dependent.message.task_name, "failed", failed)
             self.queue.finish(dependent, Phase.DONE, succeeded=False)
             await self._store_error(
                 dependent,
@@ -603,6 +658,26 @@ class BrokerActor(Actor[BrokerRequest]):
             dependencies=sorted(record.waiting_on or ()),
             dependents=list(record.dependents or ()),
         )
+
+    def _schedules(self) -> list[ScheduleRow]:
+        """What the schedulers in this process, or on nodes still linked, reported."""
+        peers = set(self.node.peers)
+        return [
+            row
+            for scheduler, rows in self.state.schedules.items()
+            if isinstance(scheduler, LocalRef) or scheduler.node_name in peers
+            for row in rows
+        ]
+
+    def _unschedule(self, message: Unschedule) -> bool | None:
+        """Hand ``message`` to the scheduler that has the schedule; its answer is ours."""
+        for scheduler, rows in self.state.schedules.items():
+            if any(row.schedule_id == message.schedule_id for row in rows):
+                reply = self.defer_reply()
+                if reply is not None:
+                    self.nursery.start_soon(_forward, scheduler, message, reply)
+                return None
+        return False
 
     def _drain(self) -> None:
         if self.queue.records:

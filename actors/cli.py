@@ -225,6 +225,7 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         help="live tasks held before kicks wait for room (default 100000)",
     )
     _secret_arguments(parser)
+    _http_arguments(parser)
 
 
 def _hub_command(args: argparse.Namespace) -> int:
@@ -247,19 +248,27 @@ def _hub_command(args: argparse.Namespace) -> int:
         backend = load_object(args.result_backend, what="BACKEND")
         if not isinstance(backend, AsyncResultBackend):
             raise CommandError(f"{args.result_backend} is not an AsyncResultBackend: {backend!r}")
+    http = _http(args)
+    serializer = serializer_by_name(args.serializer)
 
     async def run() -> None:
+        from .inspect import HubView
+        from .web import dashboard
+
         async with open_hub(
             args.listen,
             secret=secret,
-            serializer=serializer_by_name(args.serializer),
+            serializer=serializer,
             result_backend=backend,
             ssl_context=ssl_context,
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
             max_queued=args.max_queued,
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
-            await trio.sleep_forever()
+            async with dashboard(http, lambda: HubView.of_hub(hub, serializer=serializer)) as url:
+                if url is not None:
+                    print(f"dashboard at {url}", flush=True)
+                await trio.sleep_forever()
 
     trio.run(_until_signalled, run)
     return 0
@@ -305,6 +314,80 @@ def _worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# web dashboard ------------------------------------------------------------------------
+
+
+def _http_arguments(parser: argparse.ArgumentParser) -> None:
+    from .web import add_http_arguments
+
+    add_http_arguments(parser)
+
+
+def _http(args: argparse.Namespace) -> Any:
+    """The dashboard's ``HttpConfig``, or None without ``--http``."""
+    from .web import http_config
+
+    try:
+        return http_config(args)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _web_arguments(parser: argparse.ArgumentParser) -> None:
+    _object_arguments(parser, "MODULE:BROKER", "the InMemoryBroker to run and show")
+    _http_arguments(parser)
+    parser.set_defaults(http="127.0.0.1:8080")
+
+
+def _web_command(args: argparse.Namespace) -> int:
+    from .inmemory import InMemoryBroker
+    from .inspect import HubView
+    from .web import dashboard
+
+    broker = _load_target(args, "BROKER", InMemoryBroker)
+    http = _http(args)
+
+    async def run() -> None:
+        async with broker, dashboard(http, lambda: HubView.of_broker(broker)) as url:
+            print(f"dashboard for {args.target} at {url}", flush=True)
+            await trio.sleep_forever()
+
+    trio.run(_until_signalled, run)
+    return 0
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hub",
+        default="ws://127.0.0.1:9000",
+        help="the hub's address (default ws://127.0.0.1:9000)",
+    )
+    parser.add_argument("--cafile", help="CA certificates to check a wss:// hub with")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to reach the hub (default 10)"
+    )
+    _secret_arguments(parser)
+
+
+def _status_command(args: argparse.Namespace) -> int:
+    from .exceptions import BrokerError
+    from .status import fetch_status, render_status
+
+    secret = _secret(args)
+    ssl_context = _tls(None, None, args.cafile)
+    try:
+        overview, failed = trio.run(
+            lambda: fetch_status(
+                args.hub, secret=secret, ssl_context=ssl_context, timeout=args.timeout
+            )
+        )
+    except BrokerError as exc:
+        print(f"actors status: cannot reach the hub at {args.hub}: {exc}", file=sys.stderr)
+        return 1
+    render_status(overview, failed)
+    return 0
+
+
 # The command table --------------------------------------------------------------------
 
 _Command = tuple[
@@ -326,6 +409,16 @@ _COMMANDS: dict[str, _Command] = {
         "run a scheduler: kick tasks when their schedules come due",
         _scheduler_arguments,
         _scheduler_command,
+    ),
+    "web": (
+        "run an in-process broker with its workers, and its web dashboard",
+        _web_arguments,
+        _web_command,
+    ),
+    "status": (
+        "show a hub's queue, workers and recent failures",
+        _status_arguments,
+        _status_command,
     ),
 }
 

@@ -22,6 +22,7 @@ import pendulum
 from . import wire
 from .lifecycle import TaskStatus
 from .result import TaskiqResult, TaskProgress
+from .runtime import ActorRef
 
 __all__ = [
     "Abort",
@@ -30,23 +31,35 @@ __all__ = [
     "BrokerRequest",
     "CancelRun",
     "CopyResult",
+    "Counters",
     "Drain",
     "EncodedResult",
     "Enqueue",
     "Finished",
+    "GetCounters",
+    "GetOverview",
     "GetProgress",
     "GetResult",
+    "GetSchedules",
+    "GetTaskEvents",
     "Inspect",
     "IsReady",
     "Kick",
+    "ListTasks",
     "LiveTask",
     "MarkRead",
+    "MinuteRow",
+    "NameCounters",
     "NoResult",
     "NodeLost",
+    "Overview",
     "Pushed",
     "Run",
     "RunEnded",
     "Runs",
+    "ScheduleList",
+    "ScheduleRow",
+    "SchedulesReport",
     "SetProgress",
     "Status",
     "StatusReply",
@@ -54,11 +67,17 @@ __all__ = [
     "StoreRequest",
     "StoreResult",
     "Stored",
+    "TaskEvent",
+    "TaskEvents",
+    "TaskPage",
+    "TaskRow",
     "Tick",
+    "Unschedule",
     "WaitResult",
     "Watch",
     "WorkerReady",
     "WorkerRequest",
+    "WorkerRow",
     "WorkerTasks",
 ]
 
@@ -226,6 +245,190 @@ class Drain:
     """The reply comes once no task kicked so far is still live."""
 
 
+# Introspection (the dashboard, ``/metrics``, ``actors status``) --------------------------
+
+
+@attrs.define
+class GetOverview:
+    """The reply is an :class:`Overview` with the last ``minutes`` minutes' outcomes."""
+
+    minutes: int = 15
+
+
+@attrs.frozen
+class WorkerRow:
+    """A worker as the broker sees it. ``last_seen``: wall time (epoch seconds) the
+    broker last heard from it (its start or a run's end); ``linked``: its node's link is
+    up (links carry heartbeats, so a hung node loses it)."""
+
+    worker_id: str
+    node: str
+    capacity: int
+    in_use: int
+    last_seen: float
+    linked: bool
+
+
+@attrs.frozen
+class MinuteRow:
+    """Outcomes in the minute starting at ``start`` (epoch seconds)."""
+
+    start: float
+    succeeded: int
+    failed: int
+    retried: int
+    aborted: int
+
+
+@attrs.frozen
+class Overview:
+    """The queue at a glance. ``queued``: ``(priority, ready tasks)``, highest priority
+    first; ``parked``: kicks
+    held while the queue is full; ``links``: the peer nodes linked to the broker's node,
+    ``reconnects`` how many links came back after one dropped; ``mailboxes``: messages
+    waiting in each actor's mailbox on the broker's node."""
+
+    node: str
+    queued: list[tuple[int, int]]
+    running: int
+    scheduled: int
+    waiting: int
+    parked: int
+    minutes: list[MinuteRow]
+    workers: list[WorkerRow]
+    links: list[str]
+    reconnects: int
+    mailboxes: dict[str, int]
+
+
+@attrs.define
+class ListTasks:
+    """The reply is a :class:`TaskPage`. ``status``: a live phase (``waiting``,
+    ``scheduled``, ``queued``, ``running``; None: all live tasks, in kick order) or a
+    recent end (``succeeded``, ``failed``, ``retried``, ``aborted``, ``expired``: newest
+    first); ``name``: part of the task name; ``after``: the previous page's cursor."""
+
+    status: str | None = None
+    name: str | None = None
+    after: str | None = None
+    limit: int = 50
+
+
+@attrs.frozen
+class TaskRow:
+    """One task of a page; ``time``: when it was kicked (live) or ended (wall clock)."""
+
+    task_id: str
+    task_name: str
+    status: str
+    time: pendulum.DateTime | None
+    tries: int = 0
+    priority: int = 0
+    worker: str | None = None
+
+
+@attrs.frozen
+class TaskPage:
+    """``cursor``: pass it as ``after`` for the next page; None when nothing follows."""
+
+    rows: list[TaskRow]
+    cursor: str | None
+
+
+@attrs.define
+class GetTaskEvents:
+    """The reply is :class:`TaskEvents`."""
+
+    task_id: str
+
+
+@attrs.frozen
+class TaskEvent:
+    """``time``: wall clock, epoch seconds; ``detail``: the worker for ``started``, the
+    failed dependency for a task that did not run because of one."""
+
+    time: float
+    task_name: str
+    event: str
+    detail: str = ""
+
+
+@attrs.frozen
+class TaskEvents:
+    """A task's events the broker still remembers, oldest first."""
+
+    events: list[TaskEvent]
+
+
+@attrs.define
+class GetCounters:
+    """The reply is :class:`Counters`."""
+
+
+@attrs.frozen
+class NameCounters:
+    """Counts since the broker started; ``buckets``: runs per ``RUN_TIME_BUCKETS``
+    bound of :mod:`actors.stats` (not cumulative), the last one those longer."""
+
+    task_name: str
+    kicked: int
+    started: int
+    succeeded: int
+    failed: int
+    retried: int
+    aborted: int
+    run_time_sum: float
+    buckets: list[int]
+
+
+@attrs.frozen
+class Counters:
+    """One :class:`NameCounters` per task name seen."""
+
+    names: list[NameCounters]
+
+
+@attrs.frozen
+class ScheduleRow:
+    """One schedule as its scheduler sees it: ``when`` says how it repeats (``cron
+    */5 * * * *``, ``every 30 s``, ``once at ...``); ``next_due`` None: it will not fire
+    again; ``scheduler``: the node the scheduler runs on."""
+
+    schedule_id: str
+    task_name: str
+    when: str
+    next_due: pendulum.DateTime | None
+    scheduler: str
+
+
+@attrs.define
+class SchedulesReport:
+    """A scheduler's schedules, told to its broker whenever it has looked at them;
+    ``scheduler`` is where to send :class:`Unschedule`."""
+
+    scheduler: ActorRef[Any]
+    rows: list[ScheduleRow]
+
+
+@attrs.define
+class GetSchedules:
+    """The reply is :class:`ScheduleList`: the last report of every scheduler that is
+    still linked."""
+
+
+@attrs.frozen
+class ScheduleList:
+    rows: list[ScheduleRow]
+
+
+@attrs.define
+class Unschedule:
+    """Delete a schedule; the reply is True when a scheduler had it and deleted it.
+    Sent to the broker, which hands it to the scheduler that reported the schedule."""
+
+    schedule_id: str
+
+
 BrokerRequest = (
     Enqueue
     | Kick
@@ -238,6 +441,13 @@ BrokerRequest = (
     | Inspect
     | Status
     | Drain
+    | GetOverview
+    | ListTasks
+    | GetTaskEvents
+    | GetCounters
+    | SchedulesReport
+    | GetSchedules
+    | Unschedule
 )
 
 # To a worker ---------------------------------------------------------------------------
@@ -395,5 +605,8 @@ for _cls in (
     Run, Runs, CancelRun,
     StoreResult, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed, GetResult, IsReady,
     SetProgress, GetProgress,
+    GetOverview, WorkerRow, MinuteRow, Overview, ListTasks, TaskRow, TaskPage,
+    GetTaskEvents, TaskEvent, TaskEvents, GetCounters, NameCounters, Counters,
+    ScheduleRow, SchedulesReport, GetSchedules, ScheduleList, Unschedule,
 ):  # fmt: skip
     wire.register(_cls, f"taskq.{_cls.__name__}")

@@ -18,11 +18,13 @@ import itertools
 import attrs
 import pendulum
 
-from .lifecycle import Phase, check_transition
+from .lifecycle import TRANSITIONS, Phase, check_transition
 from .protocol import BrokerMessage
 from .result import utc_now
 
 __all__ = ["TaskQueue", "TaskRecord"]
+
+_LIVE = frozenset({Phase.WAITING, Phase.SCHEDULED, Phase.QUEUED, Phase.RUNNING})
 
 
 @attrs.define(eq=False)
@@ -84,6 +86,9 @@ class TaskQueue:
         #: task id -> succeeded, for dependencies on tasks that already ended.
         self.finished: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self._remember = remember_finished
+        #: Live tasks by (phase, priority), kept as they move: the dashboard's overview
+        #: reads it instead of walking every record.
+        self.counts: collections.Counter[tuple[Phase, int]] = collections.Counter()
 
     def live(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)
@@ -95,6 +100,7 @@ class TaskQueue:
     def add(self, record: TaskRecord) -> None:
         """Track a new task; the caller then calls :meth:`place`."""
         self.records[record.task_id] = record
+        self.counts[record.phase, record.priority] += 1
         if record.unique_key is not None:
             self._unique[record.unique_key] = record.task_id
         if record.expire_at is not None:
@@ -104,14 +110,26 @@ class TaskQueue:
         """Put a task where it belongs now: waiting, scheduled or ready."""
         if record.waiting_on:
             if record.phase is not Phase.WAITING:
-                record.move(Phase.WAITING)
+                self.move(record, Phase.WAITING)
         elif record.eta is not None and record.eta > now:
-            record.move(Phase.SCHEDULED)
+            self.move(record, Phase.SCHEDULED)
             self._push_timer(record.eta, record, Phase.QUEUED)
         else:
-            record.move(Phase.QUEUED)
+            self.move(record, Phase.QUEUED)
             record.seq = next(self._seq)
             heapq.heappush(self._ready, (-record.priority, record.seq, record))
+
+    def move(self, record: TaskRecord, phase: Phase) -> None:
+        """Move a live task to ``phase``, keeping :attr:`counts`."""
+        old = record.phase
+        if phase not in TRANSITIONS[old]:
+            check_transition(old, phase)  # raises
+        record.phase = phase
+        priority = record.priority
+        counts = self.counts
+        counts[old, priority] -= 1
+        if phase in _LIVE:
+            counts[phase, priority] += 1
 
     def pop_ready(self) -> TaskRecord | None:
         """The next task to run, highest priority first."""
@@ -153,7 +171,7 @@ class TaskQueue:
 
     def finish(self, record: TaskRecord, phase: Phase, succeeded: bool) -> None:
         """Forget a live task that reached an end; remember whether it succeeded."""
-        record.move(phase)
+        self.move(record, phase)
         self.records.pop(record.task_id, None)
         if record.unique_key is not None and self._unique.get(record.unique_key) == record.task_id:
             del self._unique[record.unique_key]

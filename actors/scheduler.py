@@ -42,7 +42,8 @@ import pendulum
 import trio
 
 from .middlewares import maybe_await
-from .runtime import Actor, ActorRef, ChildSpec, Node, Supervisor, exponential_backoff
+from .protocol import ScheduleRow, SchedulesReport, Unschedule
+from .runtime import Actor, ActorError, ActorRef, ChildSpec, Node, Supervisor, exponential_backoff
 from .schedules import ScheduledTask, ScheduledTaskCancelledError, ScheduleSource
 from .service import Service
 from .tasks import AsyncKicker, AsyncTaskiqDecoratedTask
@@ -77,7 +78,7 @@ class Inspect:
     """Reply: ``{schedule_id: next due time or None}`` over every source."""
 
 
-SchedulerRequest = Tick | Reload | Inspect
+SchedulerRequest = Tick | Reload | Inspect | Unschedule
 
 
 # State that survives a restart of the actor -------------------------------------------
@@ -115,6 +116,7 @@ class SchedulerActor(Actor[SchedulerRequest]):
             self.nursery.start_soon(self._watch, index)
             await self._load(index)
         self.nursery.start_soon(self._timer)
+        await self._report()
 
     async def receive(self, message: SchedulerRequest) -> Any:
         answer: Any = None
@@ -123,6 +125,8 @@ class SchedulerActor(Actor[SchedulerRequest]):
         elif isinstance(message, Reload):
             self.sources[message.index].reload_pending = False
             await self._load(message.index)
+        elif isinstance(message, Unschedule):
+            answer = await self._unschedule(message.schedule_id)
         else:
             answer = {
                 schedule_id: entry.next_due
@@ -130,7 +134,40 @@ class SchedulerActor(Actor[SchedulerRequest]):
                 for schedule_id, entry in state.entries.items()
             }
         self._rearm.set()
+        if not isinstance(message, Inspect):
+            await self._report()
         return answer
+
+    # Reporting to the broker (the dashboard lists and deletes schedules there) ---------
+
+    async def _report(self) -> None:
+        """Tell the broker our schedules and their next due times: after every look at
+        them, so a restarted hub learns them at the next tick (a minute at most)."""
+        broker = getattr(self.scheduler.broker, "broker_ref", None)
+        if broker is None:
+            return
+        node = self.node.name
+        rows = [
+            ScheduleRow(schedule_id, entry.task.task_name, _when(entry.task), entry.next_due, node)
+            for state in self.sources
+            for schedule_id, entry in state.entries.items()
+        ]
+        with contextlib.suppress(ActorError):  # no hub now: the next report tells it
+            await broker.tell(SchedulesReport(self.ref, rows))
+
+    async def _unschedule(self, schedule_id: str) -> bool:
+        for index, state in enumerate(self.sources):
+            if schedule_id in state.entries:
+                try:
+                    await state.source.delete_schedule(schedule_id)
+                except Exception:
+                    log.exception(
+                        "schedule %r: deleting it from %r failed", schedule_id, state.source
+                    )
+                    return False
+                await self._load(index)
+                return True
+        return False
 
     # Loading sources -------------------------------------------------------------------
 
@@ -312,6 +349,15 @@ class SchedulerActor(Actor[SchedulerRequest]):
             log.exception("schedule %r: post_send of %r failed", task.schedule_id, source)
 
 
+def _when(task: ScheduledTask) -> str:
+    if task.cron is not None:
+        offset = f" ({task.cron_offset})" if task.cron_offset is not None else ""
+        return f"cron {task.cron}{offset}"
+    if task.interval is not None:
+        return f"every {task.interval:g} s"
+    return f"once at {task.time}"
+
+
 class TaskiqScheduler(Service):
     """Kicks tasks on ``broker`` when schedules from ``sources`` come due.
 
@@ -377,7 +423,8 @@ class TaskiqScheduler(Service):
         startup returns, and shut down after the actor stops."""
         # A fresh start: due times are computed again (from the sources' claims).
         self._sources = [_SourceState(source) for source in self.sources]
-        node = self._node
+        # On a running WebSocketBroker's node, the hub can reach the actor (to unschedule).
+        node = self._node or getattr(self.broker, "node", None)
         if node is None:
             node = await stack.enter_async_context(Node.open(self.name))
         stack.push_async_callback(self._shutdown_sources)

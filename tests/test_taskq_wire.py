@@ -19,36 +19,55 @@ from actors.protocol import (
     BrokerMessage,
     CancelRun,
     CopyResult,
+    Counters,
     Drain,
     EncodedResult,
     Enqueue,
     Finished,
+    GetCounters,
+    GetOverview,
     GetProgress,
     GetResult,
+    GetSchedules,
+    GetTaskEvents,
     Inspect,
     IsReady,
     Kick,
+    ListTasks,
     LiveTask,
     MarkRead,
+    MinuteRow,
+    NameCounters,
     NodeLost,
     NoResult,
+    Overview,
     Pushed,
     Run,
     RunEnded,
     Runs,
+    ScheduleList,
+    ScheduleRow,
+    SchedulesReport,
     SetProgress,
     Status,
     StatusReply,
     StopWaiting,
     StoreResult,
+    TaskEvent,
+    TaskEvents,
+    TaskPage,
+    TaskRow,
     Tick,
+    Unschedule,
     WaitResult,
     Watch,
     WorkerReady,
+    WorkerRow,
     WorkerTasks,
 )
 from actors.result import TaskiqResult, TaskProgress, result_to_wire
 from actors.results import open_result
+from actors.runtime import ActorRef
 from actors.serializers import JSONSerializer
 
 NOW = pendulum.datetime(2026, 1, 2, 3, 4, 5, tz="Europe/Paris")
@@ -91,13 +110,47 @@ SAMPLES: list[Any] = [
     SetProgress("t1", TaskProgress(progress=0.5, current=1, total=2, meta={"k": [1]})),
     GetProgress("t1"),
     TaskProgress(progress=1.0, status="DONE"),
+    GetOverview(5),
+    Overview(
+        "hub",
+        [(3, 1), (0, 1_000_000)],
+        2,
+        1,
+        0,
+        4,
+        [MinuteRow(1_800_000_000.0, 5, 1, 2, 0)],
+        [WorkerRow("w0", "worker-1", 30, 2, 1_800_000_000.5, True)],
+        ["worker-1"],
+        1,
+        {"taskq.broker": 3},
+    ),
+    ListTasks("queued", "add", "10:t1", 20),
+    TaskPage([TaskRow("t1", "tasks:add", "running", NOW, 1, 3, "w0")], "1:t1"),
+    TaskPage([], None),
+    GetTaskEvents("t1"),
+    TaskEvents([TaskEvent(1_800_000_000.5, "tasks:add", "started", "w0")]),
+    TaskEvent(1_800_000_000.5, "tasks:add", "kicked"),
+    GetCounters(),
+    Counters([NameCounters("tasks:add", 3, 3, 2, 1, 0, 0, 0.25, [1] * 15)]),
+    NameCounters("tasks:add", 0, 0, 0, 0, 0, 0, 0.0, [0] * 15),
+    MinuteRow(0.0, 0, 0, 0, 0),
+    WorkerRow("w0", "hub", 1, 0, 0.0, False),
+    TaskRow("t1", "tasks:add", "succeeded", None),
+    ScheduleRow("s1", "tasks:add", "every 30 s", NOW, "scheduler-1"),
+    ScheduleRow("s2", "tasks:add", "once at 2026-01-02", None, "scheduler-1"),
+    SchedulesReport(
+        ActorRef("scheduler-1", "scheduler.actor"), [ScheduleRow("s1", "a", "", None, "n")]
+    ),
+    GetSchedules(),
+    ScheduleList([]),
+    Unschedule("s1"),
 ]
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda message: type(message).__name__)
 def test_each_message_round_trips_through_the_wire_under_a_stable_tag(message: Any) -> None:
     body = wire.encode_value(message)
-    assert wire.decode_value(body) == message
+    assert wire.decode_value(body, ActorRef) == message
     assert msgpack.unpackb(body)[0] == f"taskq.{type(message).__name__}"
 
 

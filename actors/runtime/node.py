@@ -8,6 +8,7 @@ Messages to actors on other nodes become :mod:`actors.wire` frames on a
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -332,6 +333,8 @@ class Node:
         self._registry: dict[str, ActorCell[Any]] = {}
         self._peers: dict[str, _Peer] = {}
         self._peers_changed = trio.Event()
+        #: Links opened, by peer name (one more than a peer's reconnects).
+        self.links_opened: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
         self._names = itertools.count(1)
         self._closing = False
@@ -588,6 +591,7 @@ class Node:
             return
         peer = _Peer(link.peer, link, _Outbox(self.max_frame))
         self._peers[peer.name] = peer
+        self.links_opened[peer.name] += 1
         self._notify_peers()
         try:
             async with trio.open_nursery() as nursery:
