@@ -33,6 +33,7 @@ __all__ = [
     "Drain",
     "EncodedResult",
     "Enqueue",
+    "FinishRuns",
     "Finished",
     "GetProgress",
     "GetResult",
@@ -56,6 +57,7 @@ __all__ = [
     "Tick",
     "WaitResult",
     "Watch",
+    "WorkerLeaving",
     "WorkerReady",
     "WorkerRequest",
     "WorkerTasks",
@@ -225,6 +227,14 @@ class Drain:
     """The reply comes once no task kicked so far is still live."""
 
 
+@attrs.define
+class WorkerLeaving:
+    """The workers of node ``node`` are shutting down: hand them no more runs (the runs
+    they have end there, or come back when their link goes)."""
+
+    node: str
+
+
 BrokerRequest = (
     Enqueue
     | Kick
@@ -237,6 +247,7 @@ BrokerRequest = (
     | Inspect
     | Status
     | Drain
+    | WorkerLeaving
 )
 
 # To a worker ---------------------------------------------------------------------------
@@ -273,7 +284,13 @@ class CancelRun:
     task_id: str
 
 
-WorkerRequest = Runs | CancelRun
+@attrs.define
+class FinishRuns:
+    """The reply comes once this worker holds no run: each one it was handed has ended
+    and its end was reported to the broker (a graceful shutdown waits for it)."""
+
+
+WorkerRequest = Runs | CancelRun | FinishRuns
 
 # To the result store -------------------------------------------------------------------
 
@@ -387,8 +404,8 @@ StoreRequest = (
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
-    Abort, Inspect, Status, Drain,
-    Run, Runs, CancelRun,
+    Abort, Inspect, Status, Drain, WorkerLeaving,
+    Run, Runs, CancelRun, FinishRuns,
     StoreResult, CopyResult, WaitResult, StopWaiting, Watch, Pushed, GetResult, IsReady,
     SetProgress, GetProgress,
 ):  # fmt: skip
