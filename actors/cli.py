@@ -378,8 +378,8 @@ def _worker_command(args: argparse.Namespace) -> int:
             sync_tasks_pool_size=args.sync_tasks_pool_size,
         ) as node:
             _banner(
-                f"worker {node.name} serving {len(broker.tasks)} tasks from the hub at "
-                f"{args.url or broker.url}",
+                f"worker {node.name} serving {len(broker.tasks)} tasks",
+                f"hub: {args.url or broker.url}",
                 f"tasks: {', '.join(sorted(broker.tasks)) or 'none yet'}",
                 f"{args.workers} worker(s) x {args.max_async_tasks} tasks at once, "
                 f"{args.sync_tasks_pool_size} threads for sync tasks; {_secret_origin(args)}",

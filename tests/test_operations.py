@@ -238,10 +238,13 @@ async def test_task_events_are_json_lines_with_the_task_id_and_name(
             with log.open("wb") as stderr:
                 async with command("worker", *args, env=env, stderr=stderr) as (_, lines):
                     with trio.fail_after(30):
-                        banner = [await lines.next(), await lines.next()]
+                        banner = [await lines.next() for _ in range(3)]
                         handle = await tasks["pid"].kiq()
                         await handle.wait_result()
-    assert "serving 2 tasks" in banner[0] and banner[1] == "  tasks: hold, pid"
+    assert banner[0].endswith("serving 2 tasks") and banner[1:] == [
+        f"  hub: {hub.address}",
+        "  tasks: hold, pid",
+    ]
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     events = [entry for entry in entries if entry["logger"] == "actors.task_events"]
     assert [(e["event"], e["task_id"], e["task_name"]) for e in events] == [
