@@ -132,9 +132,9 @@ def _operations_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
-        help="grace period after SIGINT/SIGTERM: running tasks may finish in it, then "
-        f"the rest go back to the hub (default {SHUTDOWN_TIMEOUT:g}); a second signal "
-        "stops at once",
+        help=f"grace period after SIGINT/SIGTERM (default {SHUTDOWN_TIMEOUT:g}): a worker's "
+        "running tasks may finish in it, those still running then go back to the hub; "
+        "a second signal stops at once",
     )
     _logging_arguments(parser, argparse.SUPPRESS)
 
@@ -443,14 +443,17 @@ def _reload_worker(args: argparse.Namespace) -> int:
 
 
 async def _stop_child(process: trio.Process, timeout: float) -> None:
-    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
-    with trio.CancelScope(shield=True):
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds, or at once
+    when this is cancelled (a second signal)."""
+    try:
         if process.returncode is None:
             process.terminate()
         with trio.move_on_after(timeout):
             await process.wait()
+    finally:
         process.kill()
-        await process.wait()
+        with trio.CancelScope(shield=True):
+            await process.wait()
 
 
 # The command table --------------------------------------------------------------------

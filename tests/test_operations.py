@@ -18,7 +18,7 @@ from actors.hub import open_hub
 from actors.tasks import AsyncTaskiqDecoratedTask
 
 from .programs import program_env
-from .test_cluster_cli import SECRET, STALLING_TASKS, command
+from .test_cluster_cli import SCHEDULED_TASKS, SECRET, STALLING_TASKS, command
 
 HOLDING_TASKS = textwrap.dedent(
     """
@@ -181,6 +181,22 @@ async def test_sigint_stops_a_hub_which_says_so_to_its_clients(
                 await client.node.wait_for_peer_lost(client.hub)
             with pytest.raises(SendTaskError, match="no link to the hub"):
                 await tasks["pid"].kiq()
+
+
+async def test_a_scheduler_says_where_it_kicks_and_stops_on_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "scheduled_tasks.py").write_text(SCHEDULED_TASKS)
+    async with open_hub("ws://127.0.0.1:0") as hub:
+        assert hub.address is not None
+        env = program_env(tmp_path) | {"HUB_URL": hub.address, "RUNS": str(tmp_path / "runs")}
+        env["ACTORS_SECRET"] = ""  # none, whatever this process has
+        async with command("scheduler", "scheduled_tasks:scheduler", env=env) as (_, lines):
+            with trio.fail_after(30):
+                banner = [await lines.next() for _ in range(3)]
+    assert banner == [
+        f"scheduler scheduled_tasks:scheduler running on the hub at {hub.address}",
+        "  schedule sources: LabelScheduleSource",
+        "  secret: none",
+    ]
 
 
 RELOADED_TASKS = textwrap.dedent(
