@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 import trio
 
-from actors import SendTaskError, WebSocketBroker
+from actors import InMemoryBroker, SendTaskError, WebSocketBroker
 from actors.hub import open_hub
+from actors.logs import JSONFormatter
 from actors.tasks import AsyncTaskiqDecoratedTask
 
 from .programs import program_env
@@ -276,3 +278,57 @@ async def test_task_events_are_json_lines_with_the_task_id_and_name(
     ]
     # The client's and the hub's, in this process (their order is the links' business).
     assert sorted(here) == [(event, handle.task_id) for event in ("dispatched", "kicked", "queued")]
+
+
+async def test_a_worker_logs_failed_retried_and_aborted_runs(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actors.task_events")
+    started = trio.Event()
+    async with InMemoryBroker() as broker:
+
+        @broker.task("broken", max_tries=2)
+        async def broken() -> None:
+            raise RuntimeError("broken")
+
+        @broker.task("forever")
+        async def forever() -> None:
+            started.set()
+            await trio.sleep_forever()
+
+        failing = await broken.kiq()
+        await failing.wait_result()
+        running = await forever.kiq()
+        await started.wait()
+        assert await running.abort()
+    records = [record for record in caplog.records if record.name == "actors.task_events"]
+    events = [(r.event, r.task_name, r.task_id) for r in records]  # type: ignore[attr-defined]
+    f, r = failing.task_id, running.task_id
+    assert events == [
+        ("started", "broken", f),
+        ("failed", "broken", f),
+        ("retried", "broken", f),
+        ("started", "broken", f),
+        ("failed", "broken", f),
+        ("started", "forever", r),
+        ("aborted", "forever", r),
+    ]
+    assert records[1].levelname == "WARNING"
+    assert records[1].error == "RuntimeError('broken')"  # type: ignore[attr-defined]
+
+
+def test_the_json_formatter_adds_extra_fields_and_the_traceback() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("x").makeRecord(
+            "x", logging.ERROR, __file__, 1, "it %s", ("failed",), sys.exc_info(), extra={"n": 1}
+        )
+    entry = json.loads(JSONFormatter().format(record))
+    assert (entry["level"], entry["logger"], entry["message"], entry["n"]) == (
+        "ERROR",
+        "x",
+        "it failed",
+        1,
+    )
+    assert entry["exc_info"].endswith("ValueError: boom")
