@@ -125,11 +125,18 @@ def _where(broker: object) -> str:
     return f"the hub at {url}" if url else type(broker).__name__
 
 
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more, not {text!r}")
+    return seconds
+
+
 def _operations_arguments(parser: argparse.ArgumentParser) -> None:
     """``--shutdown-timeout``, and the logging options also accepted after the command."""
     parser.add_argument(
         "--shutdown-timeout",
-        type=float,
+        type=_seconds,
         default=SHUTDOWN_TIMEOUT,
         metavar="SECONDS",
         help=f"grace period after SIGINT/SIGTERM (default {SHUTDOWN_TIMEOUT:g}): a worker's "
@@ -144,8 +151,8 @@ def _logging_arguments(parser: argparse.ArgumentParser, default: str | None) -> 
         "--log-level",
         default=default or "INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO; task events are INFO in workers, DEBUG in "
-        "the hub and clients)",
+        help="logging level (default INFO; a worker logs its task events at INFO, the hub "
+        "and clients theirs at DEBUG)",
     )
     parser.add_argument(
         "--log-format",

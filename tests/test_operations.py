@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from actors import InMemoryBroker, SendTaskError, WebSocketBroker
+from actors.cli import main
 from actors.hub import open_hub
 from actors.logs import JSONFormatter
 from actors.tasks import AsyncTaskiqDecoratedTask
@@ -332,3 +333,10 @@ def test_the_json_formatter_adds_extra_fields_and_the_traceback() -> None:
         1,
     )
     assert entry["exc_info"].endswith("ValueError: boom")
+
+
+def test_a_negative_grace_period_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", "tasks:broker", "--shutdown-timeout", "-1"])
+    assert exited.value.code == 2
+    assert "--shutdown-timeout: expected seconds, 0 or more" in capsys.readouterr().err
