@@ -164,7 +164,7 @@ async def test_a_second_signal_stops_a_worker_at_once(tmp_path: Path) -> None:
 
 
 async def test_sigint_stops_a_hub_which_says_so_to_its_clients(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = program_env(tmp_path) | {"ACTORS_SECRET": SECRET}
     async with command("hub", "--listen", "ws://127.0.0.1:0", env=env, stop=False) as (
@@ -176,14 +176,20 @@ async def test_sigint_stops_a_hub_which_says_so_to_its_clients(
             banner = [await lines.next(), await lines.next()]
         assert "secret: from $ACTORS_SECRET" in banner[0] and SECRET not in "".join(banner)
         client, tasks = client_of(url, secret=SECRET, connect_timeout=0.5)
+        caplog.set_level(logging.DEBUG, logger="transports.websocket")
         async with client:
             assert client.node is not None
+            await client.node.wait_for_peer(client.hub)
             hub.send_signal(signal.SIGINT)
             with trio.fail_after(30):
                 assert await hub.wait() == 0
                 await client.node.wait_for_peer_lost(client.hub)
             with pytest.raises(SendTaskError, match="no link to the hub"):
                 await tasks["pid"].kiq()
+    closed = [record.getMessage() for record in caplog.records if "by peer" in record.msg]
+    assert [message.split(": ", 1)[1] for message in closed] == [
+        "link closed by peer: node shutting down (1001)"  # going away, not 1000 (done)
+    ]
 
 
 async def test_a_scheduler_says_where_it_kicks_and_stops_on_sigterm(tmp_path: Path) -> None:
