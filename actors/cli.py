@@ -110,11 +110,6 @@ async def _until_signalled(serve: Callable[[trio.Event], Awaitable[None]], grace
     return 0 if finished else 1
 
 
-async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
-
-
 def _banner(*lines: str) -> None:
     """What a process serves and where, on stdout: the first line says it is ready."""
     print(lines[0], *(f"  {line}" for line in lines[1:]), sep="\n", flush=True)
@@ -201,16 +196,14 @@ def _scheduler_command(args: argparse.Namespace) -> int:
         scheduler.broker.secret = secret  # it kicks through a hub: the cluster's secret
 
     async def serve(stopping: trio.Event) -> None:
-        async with scheduler.broker, trio.open_nursery() as nursery:
+        async with scheduler.broker, scheduler:
             sources = ", ".join(type(source).__name__ for source in scheduler.sources)
             _banner(
                 f"scheduler {args.target} running on {_where(scheduler.broker)}",
                 f"schedule sources: {sources or 'none'}",
                 _secret_origin(args),
             )
-            nursery.start_soon(_cancel_when_set, stopping, nursery.cancel_scope)
-            await scheduler.run()
-            nursery.cancel_scope.cancel()
+            await stopping.wait()
 
     return trio.run(_until_signalled, serve, args.shutdown_timeout)
 
