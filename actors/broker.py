@@ -13,6 +13,7 @@ import collections
 import contextlib
 import datetime
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from . import introspection
 from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, TaskExpiredError
 from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
 from .lifecycle import Phase
+from .logs import task_event
 from .protocol import (
     Abort,
     Accepted,
@@ -60,6 +62,7 @@ from .protocol import (
     Tick,
     Unschedule,
     Watch,
+    WorkerLeaving,
     WorkerReady,
     WorkerRequest,
     WorkerTasks,
@@ -214,6 +217,10 @@ class BrokerActor(Actor[BrokerRequest]):
             answer = ScheduleList(self._schedules())
         elif isinstance(message, Unschedule):
             answer = self._unschedule(message)
+        elif isinstance(message, WorkerLeaving):
+            for slot in self.state.workers.values():
+                if slot.node == message.node:
+                    slot.capacity = 0  # its runs end as they would; no new ones
         else:
             self._drain()
         return answer
@@ -305,6 +312,7 @@ class BrokerActor(Actor[BrokerRequest]):
             record.expire_at = now + expire
         ended = await self._link_dependencies(record, dependencies) if dependencies else None
         queue.add(record)
+        task_event("queued", record.task_id, message.task_name, logging.DEBUG)
         if ended is None:
             queue.place(record, now)
         elif ended[1]:  # a fallback whose parent already succeeded
@@ -430,6 +438,7 @@ class BrokerActor(Actor[BrokerRequest]):
             record.worker_id = worker_id
             slot.running.add(record.task_id)
             self.stats.started(record.task_id, record.message.task_name)
+            task_event("dispatched", record.task_id, record.message.task_name, logging.DEBUG)
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
@@ -472,6 +481,7 @@ class BrokerActor(Actor[BrokerRequest]):
         for task_id in slot.running:
             record = self.queue.live(task_id)
             if record is not None and record.phase is Phase.RUNNING:
+                task_event("requeued", task_id, record.message.task_name, worker=worker_id)
                 self.queue.place(record, now)
 
     async def _finished(self, message: Finished) -> None:

@@ -17,15 +17,18 @@ function running it, so further subcommands slot in beside ``scheduler``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import trio
+
+from .logs import configure as configure_logging
 
 __all__ = ["build_parser", "load_object", "main"]
 
@@ -64,21 +67,94 @@ def _import_modules(names: Sequence[str]) -> None:
             raise CommandError(f"cannot import {name!r}: {exc}") from exc
 
 
-async def _until_signalled(run: Callable[[], Any]) -> None:
-    """Run ``run()`` until it returns or SIGINT/SIGTERM arrives; either way, cleanly."""
-    wanted = [signal.SIGINT, signal.SIGTERM]
-    with trio.open_signal_receiver(*wanted) as signals:
+#: The default grace period of a graceful shutdown, in seconds: below the 30 s an
+#: orchestrator such as Kubernetes waits before it kills.
+SHUTDOWN_TIMEOUT = 15.0
+
+#: Seconds a process may take after its grace period to close its links and exit.
+CLOSING_TIME = 10.0
+
+
+async def _until_signalled(serve: Callable[[trio.Event], Awaitable[None]], grace: float) -> int:
+    """Run ``serve(stopping)`` until it returns; the exit status.
+
+    The first SIGINT or SIGTERM sets ``stopping``: ``serve`` then winds down within
+    ``grace`` seconds and returns (0). A second signal, or ``serve`` still going
+    ``CLOSING_TIME`` seconds after the grace period, cancels it (1).
+    """
+    finished = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            stopping = trio.Event()
 
-            async def serve() -> None:
-                await run()
+            async def run() -> None:
+                nonlocal finished
+                await serve(stopping)
+                finished = True
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(serve)
+            nursery.start_soon(run)
             async for signum in signals:
-                log.info("received %s; stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+                name = signal.Signals(signum).name
+                if stopping.is_set():
+                    log.warning("received %s again: stopping at once", name)
+                    nursery.cancel_scope.cancel()
+                    break
+                log.info(
+                    "received %s: shutting down within %gs (send it again to stop at once)",
+                    name,
+                    grace,
+                )
+                stopping.set()
+                nursery.cancel_scope.deadline = trio.current_time() + grace + CLOSING_TIME
+    return 0 if finished else 1
+
+
+def _banner(*lines: str) -> None:
+    """What a process serves and where, on stdout: the first line says it is ready."""
+    print(lines[0], *(f"  {line}" for line in lines[1:]), sep="\n", flush=True)
+
+
+def _where(broker: object) -> str:
+    url = getattr(broker, "url", None)
+    return f"the hub at {url}" if url else type(broker).__name__
+
+
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more, not {text!r}")
+    return seconds
+
+
+def _operations_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--shutdown-timeout``, and the logging options also accepted after the command."""
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=SHUTDOWN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"grace period after SIGINT/SIGTERM (default {SHUTDOWN_TIMEOUT:g}): a worker's "
+        "running tasks may finish in it, those still running then go back to the hub; "
+        "a second signal stops at once",
+    )
+    _logging_arguments(parser, argparse.SUPPRESS)
+
+
+def _logging_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default or "INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default INFO; a worker logs its task events at INFO, the hub "
+        "and clients theirs at DEBUG)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default or "text",
+        choices=["text", "json"],
+        help="log lines on stderr as text or as JSON objects (default text)",
+    )
 
 
 # scheduler ----------------------------------------------------------------------------
@@ -107,6 +183,7 @@ def _load_target(args: argparse.Namespace, what: str, kind: type[T]) -> T:
 def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     _object_arguments(parser, "MODULE:SCHEDULER", "the TaskiqScheduler to run")
     _secret_arguments(parser)
+    _operations_arguments(parser)
 
 
 def _scheduler_command(args: argparse.Namespace) -> int:
@@ -118,13 +195,17 @@ def _scheduler_command(args: argparse.Namespace) -> int:
     if secret is not None and isinstance(scheduler.broker, WebSocketBroker):
         scheduler.broker.secret = secret  # it kicks through a hub: the cluster's secret
 
-    async def run() -> None:
-        async with scheduler.broker:
-            log.info("scheduler %s running on %r", args.target, scheduler.broker)
-            await scheduler.run()
+    async def serve(stopping: trio.Event) -> None:
+        async with scheduler.broker, scheduler:
+            sources = ", ".join(type(source).__name__ for source in scheduler.sources)
+            _banner(
+                f"scheduler {args.target} running on {_where(scheduler.broker)}",
+                f"schedule sources: {sources or 'none'}",
+                _secret_origin(args),
+            )
+            await stopping.wait()
 
-    trio.run(_until_signalled, run)
-    return 0
+    return trio.run(_until_signalled, serve, args.shutdown_timeout)
 
 
 # hub and worker -----------------------------------------------------------------------
@@ -138,6 +219,13 @@ def _secret_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"read the cluster's secret from this file (default: ${SECRET_ENV}); "
         "never given on the command line itself",
     )
+
+
+def _secret_origin(args: argparse.Namespace) -> str:
+    """Where the secret comes from, for a banner (never the secret)."""
+    if args.secret_file:
+        return f"secret: from {args.secret_file}"
+    return f"secret: from ${SECRET_ENV}" if os.environ.get(SECRET_ENV) else "secret: none"
 
 
 def _secret(args: argparse.Namespace) -> str | None:
@@ -226,6 +314,7 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _secret_arguments(parser)
     _http_arguments(parser)
+    _operations_arguments(parser)
 
 
 def _hub_command(args: argparse.Namespace) -> int:
@@ -251,7 +340,7 @@ def _hub_command(args: argparse.Namespace) -> int:
     http = _http(args)
     serializer = serializer_by_name(args.serializer)
 
-    async def run() -> None:
+    async def serve(stopping: trio.Event) -> None:
         from .inspect import HubView
         from .web import dashboard
 
@@ -264,14 +353,20 @@ def _hub_command(args: argparse.Namespace) -> int:
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
             max_queued=args.max_queued,
         ) as hub:
-            print(f"hub listening at {hub.address}", flush=True)
+            _banner(
+                f"hub listening at {hub.address}",
+                f"tls: {'on' if ssl_context else 'off'}; {_secret_origin(args)}",
+                f"results kept: {args.max_stored_results}; max queued: {args.max_queued}",
+            )
             async with dashboard(http, lambda: HubView.of_hub(hub, serializer=serializer)) as url:
                 if url is not None:
-                    print(f"dashboard at {url}", flush=True)
-                await trio.sleep_forever()
+                    print(f"  dashboard at {url}", flush=True)
+                await stopping.wait()
+            log.info("hub %s closing: no new links, telling its peers", hub.address)
+        # Leaving open_hub's block normally closes each link with 1001 (going away), after
+        # sending what its outbox holds: clients and workers see the hub leave and redial.
 
-    trio.run(_until_signalled, run)
-    return 0
+    return trio.run(_until_signalled, serve, args.shutdown_timeout)
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -286,18 +381,27 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the hub's address (default: the broker's)")
     parser.add_argument("--cafile", help="CA certificates to check a wss:// hub with")
     _secret_arguments(parser)
+    _operations_arguments(parser)
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="for development: run the worker in a child process and restart it when "
+        "MODULE (its whole package) or a TASK_MODULE changes",
+    )
 
 
 def _worker_command(args: argparse.Namespace) -> int:
     from .websocket_broker import WebSocketBroker
-    from .worker_node import open_worker_node
+    from .worker_node import finish_runs, open_worker_node
 
+    if args.reload:
+        return _reload_worker(args)
     broker = _load_target(args, "BROKER", WebSocketBroker)
     if args.workers < 1 or args.max_async_tasks < 1:
         raise CommandError("--workers and --max-async-tasks must be at least 1")
     secret = _secret(args)
 
-    async def run() -> None:
+    async def serve(stopping: trio.Event) -> None:
         async with open_worker_node(
             broker,
             url=args.url,
@@ -307,11 +411,83 @@ def _worker_command(args: argparse.Namespace) -> int:
             max_async_tasks=args.max_async_tasks,
             sync_tasks_pool_size=args.sync_tasks_pool_size,
         ) as node:
-            print(f"worker {node.name} serving {len(broker.tasks)} tasks", flush=True)
-            await trio.sleep_forever()
+            _banner(
+                f"worker {node.name} serving {len(broker.tasks)} tasks",
+                f"hub: {args.url or broker.url}",
+                f"tasks: {', '.join(sorted(broker.tasks)) or 'none yet'}",
+                f"{args.workers} worker(s) x {args.max_async_tasks} tasks at once, "
+                f"{args.sync_tasks_pool_size} threads for sync tasks; {_secret_origin(args)}",
+            )
+            await stopping.wait()
+            with trio.move_on_after(args.shutdown_timeout) as waiting:
+                await finish_runs(node, broker.hub, args.workers)
+            if waiting.cancelled_caught:
+                log.warning("grace period over: the tasks still running go back to the hub")
+        # Leaving the block closes the link; the hub requeues what still ran here.
 
-    trio.run(_until_signalled, run)
-    return 0
+    return trio.run(_until_signalled, serve, args.shutdown_timeout)
+
+
+def _watched_paths(args: argparse.Namespace) -> list[str]:
+    """What ``--reload`` watches: the top package of MODULE and of each TASK_MODULE
+    (or the module's file, for a module outside any package)."""
+    import importlib.util
+
+    paths: set[str] = set()
+    for name in [args.target.partition(":")[0], *args.modules]:
+        try:
+            spec = importlib.util.find_spec(name.partition(".")[0])
+        except (ImportError, ValueError) as exc:
+            raise CommandError(f"cannot find {name!r}: {exc}") from exc
+        if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+            raise CommandError(f"cannot find the module {name!r}")
+        paths.update(spec.submodule_search_locations or [spec.origin or ""])
+    return sorted(paths)
+
+
+def _reload_worker(args: argparse.Namespace) -> int:
+    """``actors worker --reload``: the worker runs in a child process, stopped
+    gracefully and started again whenever a watched Python file changes."""
+    try:
+        from watchfiles import PythonFilter, awatch
+    except ImportError:
+        raise CommandError("--reload needs watchfiles: pip install 'trio-actors[reload]'") from None
+    paths = _watched_paths(args)
+    child = [sys.executable, "-m", "actors.cli", *(a for a in args.argv if a != "--reload")]
+
+    async def supervise(stopping: trio.Event) -> None:
+        log.info("watching %s for changes", ", ".join(paths))
+        # The watcher's thread checks ``stopping`` every 50 ms: a signal ends the loop.
+        changes = awatch(*paths, watch_filter=PythonFilter(), stop_event=stopping)
+        async with contextlib.aclosing(changes):
+            while True:
+                # Its own session: a Ctrl-C in the terminal reaches this process only,
+                # which passes one SIGTERM on (a second would stop the child at once).
+                worker = await trio.lowlevel.open_process(child, start_new_session=True)
+                try:
+                    changed = await anext(changes, None)
+                finally:
+                    await _stop_child(worker, args.shutdown_timeout + CLOSING_TIME)
+                if changed is None:
+                    return
+                names = ", ".join(sorted({os.path.basename(path) for _, path in changed}))
+                log.info("%s changed: restarting the worker", names)
+
+    return trio.run(_until_signalled, supervise, args.shutdown_timeout)
+
+
+async def _stop_child(process: trio.Process, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds, or at once
+    when this is cancelled (a second signal)."""
+    try:
+        if process.returncode is None:
+            process.terminate()
+        with trio.move_on_after(timeout):
+            await process.wait()
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
 
 
 # web dashboard ------------------------------------------------------------------------
@@ -336,6 +512,7 @@ def _http(args: argparse.Namespace) -> Any:
 def _web_arguments(parser: argparse.ArgumentParser) -> None:
     _object_arguments(parser, "MODULE:BROKER", "the InMemoryBroker to run and show")
     _http_arguments(parser)
+    _operations_arguments(parser)
     parser.set_defaults(http="127.0.0.1:8080")
 
 
@@ -347,13 +524,12 @@ def _web_command(args: argparse.Namespace) -> int:
     broker = _load_target(args, "BROKER", InMemoryBroker)
     http = _http(args)
 
-    async def run() -> None:
+    async def serve(stopping: trio.Event) -> None:
         async with broker, dashboard(http, lambda: HubView.of_broker(broker)) as url:
             print(f"dashboard for {args.target} at {url}", flush=True)
-            await trio.sleep_forever()
+            await stopping.wait()
 
-    trio.run(_until_signalled, run)
-    return 0
+    return trio.run(_until_signalled, serve, args.shutdown_timeout)
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -427,12 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actors", description="trio-actors: supervised actors and a task queue on trio."
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO)",
-    )
+    _logging_arguments(parser, None)
     parser.add_argument(
         "--app-dir",
         default=".",
@@ -450,9 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actors`` console command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --reload's child
     sys.path.insert(0, os.path.abspath(args.app_dir))
     run: Callable[[argparse.Namespace], int] = args.run
     try:

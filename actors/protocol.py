@@ -35,6 +35,7 @@ __all__ = [
     "Drain",
     "EncodedResult",
     "Enqueue",
+    "FinishRuns",
     "Finished",
     "GetCounters",
     "GetOverview",
@@ -75,6 +76,7 @@ __all__ = [
     "Unschedule",
     "WaitResult",
     "Watch",
+    "WorkerLeaving",
     "WorkerReady",
     "WorkerRequest",
     "WorkerRow",
@@ -429,6 +431,14 @@ class Unschedule:
     schedule_id: str
 
 
+@attrs.define
+class WorkerLeaving:
+    """The workers of node ``node`` are shutting down: hand them no more runs (the runs
+    they have end there, or come back when their link goes)."""
+
+    node: str
+
+
 BrokerRequest = (
     Enqueue
     | Kick
@@ -448,6 +458,7 @@ BrokerRequest = (
     | SchedulesReport
     | GetSchedules
     | Unschedule
+    | WorkerLeaving
 )
 
 # To a worker ---------------------------------------------------------------------------
@@ -484,7 +495,13 @@ class CancelRun:
     task_id: str
 
 
-WorkerRequest = Runs | CancelRun
+@attrs.define
+class FinishRuns:
+    """The reply comes once this worker holds no run: each one it was handed has ended
+    and its end was reported to the broker (a graceful shutdown waits for it)."""
+
+
+WorkerRequest = Runs | CancelRun | FinishRuns
 
 # To the result store -------------------------------------------------------------------
 
@@ -601,8 +618,8 @@ StoreRequest = (
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
-    Abort, Inspect, Status, Drain,
-    Run, Runs, CancelRun,
+    Abort, Inspect, Status, Drain, WorkerLeaving,
+    Run, Runs, CancelRun, FinishRuns,
     StoreResult, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed, GetResult, IsReady,
     SetProgress, GetProgress,
     GetOverview, WorkerRow, MinuteRow, Overview, ListTasks, TaskRow, TaskPage,

@@ -35,11 +35,13 @@ from .exceptions import (
     UnknownTaskError,
 )
 from .inputs import check_labels, int_label, seconds_label, ttl_label
+from .logs import task_event
 from .middlewares import FINAL_ERRORS, TaskiqMiddleware, maybe_await
 from .protocol import (
     BrokerRequest,
     EncodedResult,
     Finished,
+    FinishRuns,
     GetResult,
     Run,
     RunEnded,
@@ -52,7 +54,7 @@ from .protocol import (
 from .result import TaskiqMessage, TaskiqResult, result_to_wire, utc_now
 from .results import open_result
 from .roles import Broker
-from .runtime import Actor, ActorError, ActorRef
+from .runtime import Actor, ActorError, ActorRef, Reply
 from .runtime.contexts import in_context
 
 if TYPE_CHECKING:
@@ -154,6 +156,8 @@ class WorkerActor(Actor[WorkerRequest]):
         self._waking = 0  # runners woken that have not yet looked at _pending
         self._ended: list[RunEnded] = []  # for the broker, at the reporter's next turn
         self._reporter_asleep: trio.lowlevel.Task | None = None
+        self._held = 0  # runs handed to this worker whose end is not yet reported
+        self._finishing: list[Reply] = []  # FinishRuns asks, answered once _held is 0
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         self.nursery.start_soon(self._reporter)
@@ -172,9 +176,22 @@ class WorkerActor(Actor[WorkerRequest]):
             if message.incarnation != self.incarnation:
                 return  # meant for this worker before it restarted (see Runs)
             self._pending.extend(message.runs)
+            self._held += len(message.runs)
             self._wake_runners(1, by_runner=False)
+        elif isinstance(message, FinishRuns):
+            reply = self.defer_reply()
+            if reply is not None:
+                self._finishing.append(reply)
+                self._answer_finishing()
         else:
             self._cancel(message.task_id)
+
+    def _answer_finishing(self) -> None:
+        """Answer the FinishRuns asks once every run held has ended and been reported."""
+        if self._finishing and not self._held:
+            for reply in self._finishing:
+                reply.resolve(None)
+            self._finishing.clear()
 
     def _cancel(self, task_id: str) -> None:
         """Cancel a run, or drop it if no runner has taken it yet. A run that is not
@@ -186,6 +203,7 @@ class WorkerActor(Actor[WorkerRequest]):
         for run in self._pending:
             if run.message.task_id == task_id:
                 self._pending.remove(run)
+                task_event("aborted", task_id, run.message.task_name)
                 self._run_ended(RunEnded(task_id, "aborted", delivery=run.tries))
                 return
 
@@ -211,6 +229,7 @@ class WorkerActor(Actor[WorkerRequest]):
         if scope.cancel_called:
             self.nursery.start_soon(self._runner)
         if scope.cancelled_caught and run is not None:
+            task_event("aborted", run.message.task_id, run.message.task_name)
             self._run_ended(RunEnded(run.message.task_id, "aborted", delivery=run.tries))
 
     def _run_ended(self, ended: RunEnded) -> None:
@@ -233,6 +252,8 @@ class WorkerActor(Actor[WorkerRequest]):
                 await trio.lowlevel.wait_task_rescheduled(cancelled)
             ended, self._ended = self._ended, []
             await self.broker_ref.tell(Finished(self.worker_id, ended))
+            self._held -= len(ended)
+            self._answer_finishing()
 
     def _wake_runners(self, wanted: int, *, by_runner: bool) -> None:
         """Have ``wanted`` runners on their way to the waiting runs, counting those woken.
@@ -287,6 +308,7 @@ class WorkerActor(Actor[WorkerRequest]):
         """Store the result (unless the run asked to run again) and tell the broker."""
         task_id = run.message.task_id
         if control.rerun is not None:
+            task_event("retried", task_id, run.message.task_name, delay=control.rerun.delay)
             self._run_ended(
                 RunEnded(
                     task_id,
@@ -329,6 +351,8 @@ class WorkerActor(Actor[WorkerRequest]):
         broker = self.broker
         start_time = utc_now()
         started = time.perf_counter()
+        task_name = run.message.task_name
+        task_event("started", run.message.task_id, task_name, tries=run.tries)
         message: TaskiqMessage | None = None
         error: BaseException | None = None
         value: Any = None
@@ -351,13 +375,19 @@ class WorkerActor(Actor[WorkerRequest]):
                 raise
             error = exc  # KeyboardInterrupt and SystemExit too: they end this task only
         finish_time = utc_now()
+        duration = time.perf_counter() - started
+        if error is None:
+            task_event("succeeded", run.message.task_id, task_name, duration=duration)
+        else:
+            level = logging.WARNING
+            task_event("failed", run.message.task_id, task_name, level, error=repr(error))
         labels = dict(run.message.labels)
         if error is None and returned_tuple:
             labels[RETURNED_TUPLE] = True  # so ``then`` unpacks it, as streaq does
         result: TaskiqResult[Any] = TaskiqResult(
             is_err=error is not None,
             return_value=value if error is None else None,
-            execution_time=time.perf_counter() - started,
+            execution_time=duration,
             labels=labels,
             error=error if broker.propagate_exceptions or error is None else None,
             task_id=run.message.task_id,

@@ -10,6 +10,7 @@ store encoded with the broker's serializer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -20,12 +21,18 @@ from .events import TaskiqEvents
 from .exceptions import BrokerError
 from .facade import async_shared_broker
 from .hub import BROKER_ACTOR, STORE_ACTOR, transport_for
-from .protocol import WorkerTasks
+from .protocol import FinishRuns, WorkerLeaving, WorkerTasks
 from .runtime import ActorError, ChildSpec, Node, Supervisor, unique_node_name
 from .websocket_broker import WebSocketBroker
 from .worker import SyncThreads, WorkerActor
 
-__all__ = ["open_worker_node"]
+__all__ = ["finish_runs", "open_worker_node"]
+
+log = logging.getLogger("actors.worker_node")
+
+
+def _worker_actor(index: int) -> str:
+    return f"taskq.worker-{index}"
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +92,7 @@ async def open_worker_node(
                 encode_results=True,
             )
 
-        children = [ChildSpec(f"taskq.worker-{i}", worker(i)) for i in range(workers)]
+        children = [ChildSpec(_worker_actor(i), worker(i)) for i in range(workers)]
 
         async def start_workers() -> None:
             await node.spawn_supervisor(
@@ -128,3 +135,24 @@ async def open_worker_node(
             nursery.start_soon(announce_new_tasks)
             yield node
             nursery.cancel_scope.cancel()
+
+
+async def finish_runs(node: Node, hub: str, workers: int) -> bool:
+    """Have the hub hand this worker node's ``workers`` workers no more runs, then wait
+    until every run they hold has ended and been reported; False if the hub's link went
+    meanwhile.
+
+    The first half of a graceful shutdown: leaving :func:`open_worker_node` afterwards
+    (or when the grace period is over) closes the link, and the hub puts back in the
+    queue whatever still runs here, as for any lost worker.
+    """
+    linked = True
+    try:
+        await node.ref(BROKER_ACTOR, node=hub).ask(WorkerLeaving(node.name))
+        log.info("worker %s takes no more tasks; waiting for its running ones", node.name)
+        async with trio.open_nursery() as nursery:
+            for index in range(workers):
+                nursery.start_soon(node.ref(_worker_actor(index)).ask, FinishRuns())
+    except* ActorError:
+        linked = False
+    return linked

@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 import trio
 
@@ -38,13 +39,14 @@ TASKS = textwrap.dedent(
 
 @asynccontextmanager
 async def command(
-    *args: str, env: dict[str, str], stop: bool = True
+    *args: str, env: dict[str, str], stop: bool = True, stderr: IO[bytes] | None = None
 ) -> AsyncIterator[tuple[trio.Process, Lines]]:
     """``actors ARGS`` in a subprocess; with ``stop``, stopped with SIGTERM on exit,
-    which must end it with status 0 (else killed)."""
+    which must end it with status 0 (else killed). Its stderr goes to ``stderr``."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "actors.cli", *args],
         stdout=subprocess.PIPE,
+        stderr=stderr,
         cwd=ROOT,
         env=env,
     )

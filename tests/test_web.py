@@ -252,8 +252,10 @@ async def test_the_hub_serves_its_dashboard_and_stops_with_it(tmp_path: Path) ->
     args = ["--listen", "ws://127.0.0.1:0", "--http", "127.0.0.1:0", "--http-auth-file", str(auth)]
     async with command("hub", *args, env=program_env(tmp_path)) as (_, lines):
         with trio.fail_after(30):
-            await lines.next()  # hub listening at ...
-            line = await lines.next()
+            assert (await lines.next()).startswith("hub listening at ")
+            line = (await lines.next()).strip()
+            while not line.startswith("dashboard at "):  # the banner's other lines
+                line = (await lines.next()).strip()
         assert line.startswith("dashboard at http://127.0.0.1:")
         async with httpx.AsyncClient(base_url=line.rsplit(" ", 1)[1]) as client:
             assert (await client.get("/healthz")).json()["ok"] is True
