@@ -157,23 +157,16 @@ class Client:
         if self._token is None:
             raise closed("the client is not started")
         try:
-            trio.from_thread.run_sync(
-                self._start_call, afn, answer, closed, cancellable, trio_token=self._token
-            )
+            one_call = functools.partial(self._one_call, afn, answer, closed, cancellable)
+            trio.from_thread.run_sync(self._start_call, one_call, closed, trio_token=self._token)
         except trio.RunFinishedError:
             raise closed("the client is closed") from None
         return answer.result()
 
-    def _start_call(
-        self,
-        afn: Callable[[], Awaitable[T]],
-        answer: Future[T],
-        closed: _Closed,
-        cancellable: bool,
-    ) -> None:
+    def _start_call(self, one_call: Callable[[], Awaitable[None]], closed: _Closed) -> None:
         if self._calls is None:
             raise closed("the client is closed")
-        self._calls.start_soon(self._one_call, afn, answer, closed, cancellable)
+        self._calls.start_soon(one_call)
 
     async def _one_call(
         self,
