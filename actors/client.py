@@ -53,6 +53,14 @@ def connect(
     return Client(broker).start()
 
 
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The error itself, out of the groups of one that trio's nurseries wrap it in (a
+    caller outside trio does not expect a group)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _AnyTaskName(WebSocketBroker):
     """A client by URL alone knows none of the workers' tasks: it sends any name, and
     the hub keeps a task until a worker that has its name takes it."""
@@ -113,9 +121,9 @@ class Client:
             trio.run(self._serve, started)
         except BaseException as exc:
             if started.done():
-                self._failure = exc  # raised by close()
+                self._failure = _unwrapped(exc)  # raised by close()
             else:
-                started.set_exception(exc)
+                started.set_exception(_unwrapped(exc))
 
     async def _serve(self, started: Future[None]) -> None:
         async with self.broker, trio.open_nursery() as calls:
@@ -182,7 +190,7 @@ class Client:
             with scope:
                 answer.set_result(await afn())
         except Exception as exc:
-            answer.set_exception(exc)
+            answer.set_exception(_unwrapped(exc))
         finally:
             self._waits.discard(scope)
             if not answer.done():  # cancelled: by close(), or the loop is going down

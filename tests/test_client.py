@@ -19,7 +19,9 @@ from actors import (
     SendTaskError,
     TaskAbortedError,
     TaskiqDepends,
+    TaskiqEvents,
     TaskiqResultTimeoutError,
+    TaskiqState,
     TaskStatus,
     UnknownTaskError,
     WebSocketBroker,
@@ -186,3 +188,14 @@ def test_a_broker_object_runs_in_the_clients_thread() -> None:
             client.kiq("not a task of this broker")
     with pytest.raises(TypeError, match="secret"):
         actors_client.connect(broker, secret=SECRET)
+
+
+def test_a_broker_that_fails_to_start_fails_connect() -> None:
+    broker = InMemoryBroker()
+
+    def refuse(state: TaskiqState) -> None:
+        raise SendTaskError("no start today")
+
+    broker.add_event_handler(TaskiqEvents.CLIENT_STARTUP, refuse)
+    with pytest.raises(SendTaskError, match="no start today"):
+        actors_client.connect(broker)
