@@ -20,6 +20,9 @@ from actors.actor_broker import ActorBroker
 from actors.hub import open_hub
 from actors.worker_node import open_worker_node
 
+#: ``pytester`` runs a user's test files against the plugin (tests/test_testing_plugin.py).
+pytest_plugins = ["pytester"]
+
 TOPOLOGIES = ["inprocess", "cluster"]
 
 MakeBroker = Callable[..., ActorBroker]
