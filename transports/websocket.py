@@ -48,6 +48,11 @@ __all__ = ["WebSocketLink", "WebSocketTransport"]
 
 logger = logging.getLogger(__name__)
 
+#: Bytes trio-websocket's reader asks of the socket at a time. Its default, 4 KiB, cost a
+#: busy link (a batch of frames is often tens of KiB) several recv calls and wsproto
+#: passes per message; 64 KiB is what trio reads by default.
+RECEIVE_BUFFER = 65536
+
 #: Longest wait for the peer's half of the closing handshake before dropping TCP.
 CLOSE_TIMEOUT = 2.0
 
@@ -298,6 +303,7 @@ class WebSocketTransport:
                                 host_header,
                                 resource,
                                 max_message_size=self.max_frame,
+                                receive_buffer_size=RECEIVE_BUFFER,
                             )
 
                         with trio.fail_after(self.connect_timeout):
@@ -365,7 +371,10 @@ class WebSocketTransport:
     async def _serve_connection(self, handler: LinkHandler, stream: trio.abc.Stream) -> None:
         async def upgrade(reader_nursery: trio.Nursery) -> WebSocketConnection:
             request = await trio_websocket.wrap_server_stream(
-                reader_nursery, stream, max_message_size=self.max_frame
+                reader_nursery,
+                stream,
+                max_message_size=self.max_frame,
+                receive_buffer_size=RECEIVE_BUFFER,
             )
             return await request.accept()
 
