@@ -627,3 +627,7 @@ for _cls in (
     ScheduleRow, SchedulesReport, GetSchedules, ScheduleList, Unschedule,
 ):  # fmt: skip
     wire.register(_cls, f"taskq.{_cls.__name__}")
+
+#: Results cross the hub as EncodedResult (the one member with a ``data`` field).
+for _union in (Stored, Stored | None, Stored | NoResult):
+    wire.structure_by_key(_union, EncodedResult, "data")

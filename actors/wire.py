@@ -48,6 +48,7 @@ __all__ = [
     "register",
     "register_address_type",
     "register_message_type",
+    "structure_by_key",
 ]
 
 
@@ -79,6 +80,23 @@ def _structure_datetime(raw: Any, _: type) -> pendulum.DateTime:
 
 converter.register_unstructure_hook(pendulum.DateTime, _unstructure_datetime)
 converter.register_structure_hook(pendulum.DateTime, _structure_datetime)
+
+
+def structure_by_key(union: Any, cls: type[Any], key: str) -> None:
+    """Decode a dict holding ``key`` as ``cls`` at once where ``union`` is expected, and
+    anything else as before. ``key`` must be a field of ``cls`` and of no other member.
+
+    For speed: cattrs's general union disambiguation took over half the time of decoding
+    a ``StoreResult`` on the hub (18 us of a cluster task's hub work)."""
+    fallback = converter.get_structure_hook(union)
+    member = converter.get_structure_hook(cls)
+
+    def structure(value: Any, type_: Any) -> Any:
+        if type(value) is dict and key in value:
+            return member(value, cls)
+        return fallback(value, type_)
+
+    converter.register_structure_hook_func(lambda type_: type_ == union, structure)
 
 
 #: Builds, on the node decoding, a ref from an actor's address ``(node name, actor name)``.

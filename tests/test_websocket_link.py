@@ -36,6 +36,10 @@ from transports.base import handshake
 SECRET = b"cluster secret"
 
 
+#: Messages each test websocket queues, as WebSocketTransport's default ``queue_size``.
+QUEUE = 64
+
+
 @asynccontextmanager
 async def memory_ws_pair() -> AsyncIterator[
     tuple[WebSocketConnection, WebSocketConnection, trio.testing.MemorySendStream]
@@ -53,13 +57,17 @@ async def memory_ws_pair() -> AsyncIterator[
     async with trio.open_nursery() as nursery:
 
         async def accept() -> None:
-            request = await trio_websocket.wrap_server_stream(nursery, server_stream)
+            request = await trio_websocket.wrap_server_stream(
+                nursery, server_stream, message_queue_size=QUEUE
+            )
             found["server"] = await request.accept()
 
         async def dial() -> None:
             # Annotated as needing a socket stream, it only uses the Stream interface.
             stream = cast(trio.SocketStream, client_stream)
-            found["client"] = await trio_websocket.wrap_client_stream(nursery, stream, "test", "/")
+            found["client"] = await trio_websocket.wrap_client_stream(
+                nursery, stream, "test", "/", message_queue_size=QUEUE
+            )
 
         async with trio.open_nursery() as setup:
             setup.start_soon(accept)
@@ -142,7 +150,8 @@ async def test_heartbeat_timeout_closes_a_silent_link(
 
 
 async def test_unread_frames_do_not_stop_pongs(autojump_clock: trio.testing.MockClock) -> None:
-    """trio-websocket queues one message; the pump must keep its reader answering pings."""
+    """Frames the link's queue holds unread do not stop trio-websocket's reader, so it
+    still answers pings."""
     client = WebSocketTransport("client", SECRET, heartbeat_interval=1.0, heartbeat_timeout=3.0)
     server = WebSocketTransport("server", SECRET, heartbeat_interval=1.0, heartbeat_timeout=3.0)
     server_got: list[bytes] = []

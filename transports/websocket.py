@@ -1,15 +1,16 @@
 """Links over websockets (trio-websocket), addressed ``ws://HOST:PORT`` or ``wss://``.
 
-Each link runs two tasks next to the code that uses it, in the nursery of the
-``connect()`` block or of the server's per-connection handler, so none outlives it:
-
-* a *pump* drains the websocket into a bounded trio channel. trio-websocket's own queue
-  holds one message and its reader stops answering pings while that queue is full, so
-  the pump keeps it empty; back-pressure moves to our bounded channel and, past it, to
-  TCP. A consumer that leaves the channel full longer than the peer's heartbeat timeout
-  loses the link: the buffer fails loudly instead of growing.
-* a *heartbeat* pings every ``heartbeat_interval`` and closes the link with 1011
-  ("heartbeat timeout") when no pong comes within ``heartbeat_timeout``.
+A link's messages queue in trio-websocket's own channel, bounded by ``queue_size``,
+and :meth:`WebSocketLink.receive` takes them from there: no task of ours sits between
+the socket and the node's reader (an earlier pump task and a second channel cost each
+received message two task switches; a W2 round trip crosses four links). While that
+channel is full, trio-websocket's reader stops, so it answers no pings: back-pressure
+moves to TCP, and a consumer that leaves the channel full longer than the peer's
+heartbeat timeout loses the link: the buffer fails loudly instead of growing. Next to
+the code that uses the link, in the nursery of the ``connect()`` block or of the
+server's per-connection handler (so it never outlives it), a *heartbeat* task pings
+every ``heartbeat_interval`` and closes the link with 1011 ("heartbeat timeout") when
+no pong comes within ``heartbeat_timeout``.
 
 Close codes: 1009 frame bigger than ``max_frame`` (the receiver closes), 4001 failed
 authentication, 4002 name in use (the peer claims our name, or a live link already
@@ -47,6 +48,11 @@ from .base import (
 __all__ = ["WebSocketLink", "WebSocketTransport"]
 
 logger = logging.getLogger(__name__)
+
+#: Bytes trio-websocket's reader asks of the socket at a time. Its default, 4 KiB, cost a
+#: busy link (a batch of frames is often tens of KiB) several recv calls and wsproto
+#: passes per message; 64 KiB is what trio reads by default.
+RECEIVE_BUFFER = 65536
 
 #: Longest wait for the peer's half of the closing handshake before dropping TCP.
 CLOSE_TIMEOUT = 2.0
@@ -108,13 +114,10 @@ class WebSocketLink(LinkBase):
 
     _logger = logger
 
-    def __init__(
-        self, ws: WebSocketConnection, *, name: str, max_frame: int, queue_size: int
-    ) -> None:
+    def __init__(self, ws: WebSocketConnection, *, name: str, max_frame: int) -> None:
         super().__init__(name)
         self._ws = ws
         self._max_frame = max_frame
-        self._inbox_send, self._inbox = trio.open_memory_channel[bytes](queue_size)
         self._close_done: trio.Event | None = None
 
     def __repr__(self) -> str:
@@ -137,10 +140,19 @@ class WebSocketLink(LinkBase):
             raise self._closed_error() from None
 
     async def receive(self) -> bytes:
+        if self._closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_error()
         try:
-            return await self._inbox.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+            message = await self._ws.get_message()
+        except ConnectionClosed as exc:
+            self._on_ws_closed(exc.reason)
             raise self._closed_error() from None
+        if not isinstance(message, bytes):
+            logger.warning("%r: text frame received; closing (1003)", self)
+            await self.aclose("text frames are not part of the protocol", 1003)
+            raise self._closed_error()
+        return message
 
     async def aclose(self, reason: str = "closed", code: int = 1000) -> None:
         if self._close_done is not None:
@@ -149,7 +161,6 @@ class WebSocketLink(LinkBase):
         self._close_done = trio.Event()
         try:
             self._mark_closed(reason, code)
-            self._inbox.close()
             with trio.move_on_after(CLOSE_TIMEOUT):
                 # Returns at once when the peer closed first; on timeout or cancellation
                 # trio-websocket still closes the stream.
@@ -171,25 +182,6 @@ class WebSocketLink(LinkBase):
         else:
             logger.debug("%r: link closed by peer: %s (%d)", self, reason, code)
 
-    async def _pump(self) -> None:
-        try:
-            while True:
-                try:
-                    message = await self._ws.get_message()
-                except ConnectionClosed as exc:
-                    self._on_ws_closed(exc.reason)
-                    return
-                if not isinstance(message, bytes):
-                    logger.warning("%r: text frame received; closing (1003)", self)
-                    await self.aclose("text frames are not part of the protocol", 1003)
-                    return
-                try:
-                    await self._inbox_send.send(message)
-                except trio.BrokenResourceError:
-                    return  # we closed the inbox: aclose() is under way
-        finally:
-            self._inbox_send.close()
-
     async def _heartbeat(self, interval: float, timeout: float) -> None:
         for n in itertools.count():
             await trio.sleep(interval)
@@ -198,7 +190,7 @@ class WebSocketLink(LinkBase):
                     # Our own payloads never repeat, so ping() never sees a duplicate.
                     await self._ws.ping(n.to_bytes(8, "big"))
                 except ConnectionClosed:
-                    return  # the pump reports the close
+                    return  # receive() reports the close
             if waiting.cancelled_caught:
                 logger.warning("%r: no pong within %ss; closing (1011)", self, timeout)
                 await self.aclose("heartbeat timeout", 1011)
@@ -250,14 +242,13 @@ class WebSocketTransport:
         """Run a link over an already open websocket: handshake, pump and heartbeat.
 
         :meth:`connect` and :meth:`serve` use it; tests drive it over
-        ``trio.testing.memory_stream_pair``. The websocket is closed on exit.
+        ``trio.testing.memory_stream_pair``. The websocket's ``message_queue_size`` is
+        the link's receive buffer (:meth:`connect` and :meth:`serve` make it
+        ``queue_size``). The websocket is closed on exit.
         """
-        link = WebSocketLink(
-            ws, name=self.name, max_frame=self.max_frame, queue_size=self.queue_size
-        )
+        link = WebSocketLink(ws, name=self.name, max_frame=self.max_frame)
         with _collapse_groups():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(link._pump)
                 try:
                     role: Role = "dialler" if ws.is_client else "listener"
                     await link._handshake(self.secret, role, self.handshake_timeout)
@@ -298,6 +289,8 @@ class WebSocketTransport:
                                 host_header,
                                 resource,
                                 max_message_size=self.max_frame,
+                                receive_buffer_size=RECEIVE_BUFFER,
+                                message_queue_size=self.queue_size,
                             )
 
                         with trio.fail_after(self.connect_timeout):
@@ -365,7 +358,11 @@ class WebSocketTransport:
     async def _serve_connection(self, handler: LinkHandler, stream: trio.abc.Stream) -> None:
         async def upgrade(reader_nursery: trio.Nursery) -> WebSocketConnection:
             request = await trio_websocket.wrap_server_stream(
-                reader_nursery, stream, max_message_size=self.max_frame
+                reader_nursery,
+                stream,
+                max_message_size=self.max_frame,
+                receive_buffer_size=RECEIVE_BUFFER,
+                message_queue_size=self.queue_size,
             )
             return await request.accept()
 
