@@ -127,7 +127,7 @@ class SqliteQueueStore(QueueStore):
         A task that was running is queued again, its tries kept (see
         :meth:`~actors.broker.BrokerActor._recover`)."""
         queue = TaskQueue(remember_finished)
-        queue.changed = set()
+        queue.changed = {}
         conn = self._conn
         try:
             for task_id, succeeded in conn.execute(

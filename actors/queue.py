@@ -84,9 +84,10 @@ class TaskQueue:
         #: task id -> succeeded, for dependencies on tasks that already ended.
         self.finished: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self._remember = remember_finished
-        #: Ids of tasks added, moved or ended since the last commit, for a durable
-        #: hub's store (see :mod:`actors.hubstate`); None: not noted.
-        self.changed: set[str] | None = None
+        #: Ids of tasks added, moved or ended since the last commit, in that order (a
+        #: dict as an ordered set), for a durable hub's store (see :mod:`actors.hubstate`);
+        #: None: not noted.
+        self.changed: dict[str, None] | None = None
 
     def live(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)
@@ -170,7 +171,7 @@ class TaskQueue:
     def note(self, record: TaskRecord) -> None:
         """Note that ``record`` changed (the broker calls it when a task starts running)."""
         if self.changed is not None:
-            self.changed.add(record.task_id)
+            self.changed[record.task_id] = None
 
     def _push_timer(self, when: float, record: TaskRecord, kind: Phase) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), record, kind))
