@@ -34,6 +34,10 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hub_finished (task_id TEXT PRIMARY KEY, succeeded INTEGER)",
 )
 
+#: Tables this project's SQLite backends make: a file that holds only these (results, or
+#: schedules of a ``SqliteScheduleSource`` opened on it first) may become a state file.
+_OUR_TABLES = {"results", "progress", "schedules", "schedule_claims"}
+
 _Row = tuple[str, bytes | None, bool]  # task id, its record (None: finished), succeeded
 
 
@@ -97,8 +101,11 @@ class SqliteQueueStore(QueueStore):
         conn = self._conn
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         if application_id != APPLICATION_ID:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if application_id != 0 or tables:
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if application_id != 0 or not tables <= _OUR_TABLES:
                 raise HubStateError(
                     f"{self.path} is a SQLite database, but not a hub's state file "
                     "(refusing to change it)"

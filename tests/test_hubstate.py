@@ -16,12 +16,14 @@ import pytest
 import trio
 
 from actors import SendTaskError, WebSocketBroker
+from actors.backends.schedules import SqliteScheduleSource
 from actors.hub import serve_hub
 from actors.hubstate import HubStateError, SqliteQueueStore
 from actors.lifecycle import Phase
 from actors.protocol import BrokerMessage
 from actors.queue import TaskQueue, TaskRecord
 from actors.runtime import Node
+from actors.schedules import ScheduledTask
 from actors.worker_node import open_worker_node
 
 WALL = pendulum.datetime(2026, 1, 1)
@@ -250,3 +252,19 @@ async def test_a_hub_that_cannot_write_its_file_does_not_acknowledge_kicks(
                 assert len(broker._unacked) == 2
                 broker._unacked.clear()  # do not wait for them at the end
         nursery.cancel_scope.cancel()
+
+
+async def test_schedules_and_the_queue_share_one_file_whichever_opens_it_first(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    source = SqliteScheduleSource(path)
+    await source.startup()
+    await source.add_schedule(ScheduledTask(task_name="job", cron="* * * * *"))
+    queue = _journaled()
+    queue.add(_record("queued"))
+    state = SqliteQueueStore(path)
+    await state.commit(queue, trio.current_time(), WALL)
+    state.close()
+    assert [schedule.task_name for schedule in await source.get_schedules()] == ["job"]
+    await source.shutdown()
