@@ -12,6 +12,7 @@ broker actor had, as before.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sqlite3
 from typing import Any
@@ -134,7 +135,6 @@ class SqliteQueueStore(QueueStore):
         A task that was running is queued again, its tries kept (see
         :meth:`~actors.broker.BrokerActor._recover`)."""
         queue = TaskQueue(remember_finished)
-        queue.changed = {}
         conn = self._conn
         try:
             for task_id, succeeded in conn.execute(
@@ -165,7 +165,7 @@ class SqliteQueueStore(QueueStore):
             del queue.records[record.task_id]
             queue.add(record)
             queue.place(record, now)
-        queue.changed.clear()
+        queue.changed = {}
         return queue
 
     async def commit(self, queue: TaskQueue, now: float, wall: pendulum.DateTime) -> None:
@@ -237,6 +237,14 @@ def _pack(record: TaskRecord, now: float, epoch: float) -> bytes:
     )
 
 
+def _instant(epoch: float) -> pendulum.DateTime:
+    """``pendulum.from_timestamp``, twenty times faster (a restart builds millions)."""
+    t = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return pendulum.DateTime(
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, tzinfo=pendulum.UTC
+    )
+
+
 def _record(task_id: str, data: bytes, now: float, wall: float) -> TaskRecord:
     fields: list[Any] = msgpack.unpackb(data, timestamp=3)
     name, body, labels, _, priority, tries, due, eta, expire, waiting, key, enqueued = fields[:12]
@@ -246,10 +254,10 @@ def _record(task_id: str, data: bytes, now: float, wall: float) -> TaskRecord:
         priority=priority,
         tries=tries,
         unique_key=key,
-        enqueue_time=pendulum.from_timestamp(enqueued),
+        enqueue_time=_instant(enqueued),
     )
     if due is not None:
-        record.due = pendulum.from_timestamp(due)
+        record.due = _instant(due)
     if eta is not None:
         record.eta = now + (eta - wall)
     if expire is not None:
