@@ -312,6 +312,19 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         default=100_000,
         help="live tasks held before kicks wait for room (default 100000)",
     )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="a SQLite file that keeps the queue and the results (unless --result-backend), "
+        "so a restarted hub carries on (default: memory only)",
+    )
+    parser.add_argument(
+        "--synchronous",
+        default="full",
+        choices=["normal", "full"],
+        help="SQLite's synchronous setting for --state: full survives a power cut, normal "
+        "only a crash of the process (default full; see docs/cluster.md)",
+    )
     _secret_arguments(parser)
     _http_arguments(parser)
     _operations_arguments(parser)
@@ -320,6 +333,7 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
 def _hub_command(args: argparse.Namespace) -> int:
     from .backends.results import AsyncResultBackend, InmemoryResultBackend
     from .hub import open_hub
+    from .hubstate import HubStateError
     from .serializers import serializer_by_name
 
     if args.max_queued < 1:
@@ -330,9 +344,11 @@ def _hub_command(args: argparse.Namespace) -> int:
         raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
     if args.max_stored_results < -1 or args.max_result_memory < 0:
         raise CommandError("--max-stored-results must be -1 or more; --max-result-memory 0 or more")
-    backend: AsyncResultBackend[Any] = InmemoryResultBackend(
-        args.max_stored_results, args.max_result_memory * 1024 * 1024
-    )
+    backend: AsyncResultBackend[Any] | None = None
+    if args.state is None:
+        backend = InmemoryResultBackend(
+            args.max_stored_results, args.max_result_memory * 1024 * 1024
+        )
     if args.result_backend:
         backend = load_object(args.result_backend, what="BACKEND")
         if not isinstance(backend, AsyncResultBackend):
@@ -352,6 +368,8 @@ def _hub_command(args: argparse.Namespace) -> int:
             ssl_context=ssl_context,
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
             max_queued=args.max_queued,
+            state=args.state,
+            synchronous=args.synchronous.upper(),
         ) as hub:
             _banner(
                 f"hub listening at {hub.address}",
@@ -366,7 +384,13 @@ def _hub_command(args: argparse.Namespace) -> int:
         # Leaving open_hub's block normally closes each link with 1001 (going away), after
         # sending what its outbox holds: clients and workers see the hub leave and redial.
 
-    return trio.run(_until_signalled, serve, args.shutdown_timeout)
+    try:
+        return trio.run(_until_signalled, serve, args.shutdown_timeout)
+    except BaseExceptionGroup as group:
+        bad_state, rest = group.split(HubStateError)
+        if bad_state is None or rest is not None:
+            raise
+        raise CommandError(str(bad_state.exceptions[0])) from None
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:

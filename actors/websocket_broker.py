@@ -23,12 +23,12 @@ import trio
 from .actor_broker import ActorBroker
 from .broker import WallClock
 from .events import TaskiqEvents
-from .exceptions import SendTaskError
+from .exceptions import ResultGetError, SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
 from .protocol import Accepted, BrokerMessage, Kick, MarkRead, NoResult, Pushed, Stored
 from .result import TaskiqResult, utc_now
 from .results import open_result
-from .runtime import Actor, ActorError, Node, unique_node_name
+from .runtime import Actor, ActorError, Node, PeerLostError, unique_node_name
 from .wire import WireError
 
 __all__ = ["ACKS_ACTOR", "WebSocketBroker"]
@@ -300,11 +300,19 @@ class WebSocketBroker(ActorBroker):
             self._taken.append(task_id)
             self._taken_any.set()
             return open_result(pushed, task_id, self.serializer)
-        await self._linked()  # if it is not, the store's ref says so (ResultGetError)
-        await self._flush_taken()
-        result = await super().wait_result(task_id)
-        self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
-        return result
+        while True:
+            await self._linked()  # if it is not, the store's ref says so (ResultGetError)
+            await self._flush_taken()
+            try:
+                result = await super().wait_result(task_id)
+            except ResultGetError as exc:
+                # The link went while waiting (a restart of the hub): wait again once it
+                # is back, since a durable hub still has the task.
+                if isinstance(exc.__cause__, PeerLostError) and await self._linked():
+                    continue
+                raise
+            self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
+            return result
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
         await self._flush_taken()
