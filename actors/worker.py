@@ -298,10 +298,13 @@ class WorkerActor(Actor[WorkerRequest]):
             )
             return
         ttl = ttl_label(run.message.labels)
-        if self.encode_results and result is not None:
-            await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
-        else:
-            await self.store.tell(StoreResult(task_id, result, ttl))
+        try:
+            if self.encode_results and result is not None:
+                await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
+            else:
+                await self.store.tell(StoreResult(task_id, result, ttl))
+        except ActorError:
+            return  # the hub's link went: the hub puts this run back, nothing to report
         if result is not None:
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
