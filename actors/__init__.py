@@ -2,7 +2,9 @@
 
 from .backends.results import (
     AsyncResultBackend as AsyncResultBackend,
+    DecodedResults as DecodedResults,
     DummyResultBackend as DummyResultBackend,
+    EncodedResultBackend as EncodedResultBackend,
     InmemoryResultBackend as InmemoryResultBackend,
     SqliteResultBackend as SqliteResultBackend,
 )
@@ -45,6 +47,7 @@ from .middlewares import (
     SmartRetryMiddleware as SmartRetryMiddleware,
     TaskiqMiddleware as TaskiqMiddleware,
 )
+from .protocol import EncodedResult as EncodedResult
 from .result import (
     ResultStatus as ResultStatus,
     TaskiqMessage as TaskiqMessage,

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import datetime
 import hashlib
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ import pendulum
 import trio
 
 from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, TaskExpiredError
+from .hubstate import HubStateError, QueueStore
 from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
 from .lifecycle import Phase
 from .protocol import (
@@ -65,6 +67,8 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
 DateTime = pendulum.DateTime
 WallClock = Callable[[], DateTime]
 
@@ -94,9 +98,11 @@ class _WorkerSlot:
 
 @attrs.define(eq=False)
 class BrokerState:
-    """What survives a restart of the broker actor."""
+    """What survives a restart of the broker actor. With a durable ``store``, the queue
+    is rebuilt from it at each start instead (see :meth:`BrokerActor.started`)."""
 
     queue: TaskQueue = attrs.field(factory=TaskQueue)
+    store: QueueStore = attrs.field(factory=QueueStore)
     workers: dict[str, _WorkerSlot] = attrs.field(factory=dict)
     drains: list[Reply] = attrs.field(factory=list)
     aborts: dict[str, list[Reply]] = attrs.field(factory=lambda: collections.defaultdict(list))
@@ -130,9 +136,11 @@ class BrokerActor(Actor[BrokerRequest]):
         self._armed_for: float | None = None
         self._watched: set[str] = set()
         self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
+        self._answers: list[tuple[Reply, Any]] = []  # Enqueue asks owed, once committed
         self.max_queued = max_queued
 
     async def started(self) -> None:
+        self._recover()
         self.nursery.start_soon(self._timer)
         for slot in self.state.workers.values():
             self._watch(slot.node)
@@ -146,6 +154,11 @@ class BrokerActor(Actor[BrokerRequest]):
                 self._park(message.message.task_id, message, self.defer_reply())
                 return None
             answer = await self._enqueue(message.message)
+            if self.state.store.durable:  # answered once committed (see drained)
+                reply = self.defer_reply()
+                if reply is not None:
+                    self._answers.append((reply, answer))
+                return None
             if self._free_worker() is not None:
                 await self._dispatch()  # a task kicked while a worker has room starts first
         elif isinstance(message, Finished):
@@ -180,15 +193,54 @@ class BrokerActor(Actor[BrokerRequest]):
         and tell ``wait_all`` callers once nothing is left."""
         if self.state.parked:
             await self._admit_parked()
+        await self._commit()
+        for reply, answer in self._answers:
+            reply.resolve(answer)
+        self._answers.clear()
         if self._accepted:
             await self._acknowledge()
         await self._dispatch()
+        await self._commit()  # the runs handed out (their tries)
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and not self.state.parked and self.state.drains:
             for reply in self.state.drains:
                 reply.resolve(None)
             self.state.drains.clear()
+
+    # The store ---------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Rebuild the queue from a durable store (a start of the process, or of this actor
+        after a crash): what was committed is all there is. A task that was running is
+        queued again, its tries kept (the next run counts one more). A worker node cancels
+        its runs when its link to the hub goes, so after a restart of the hub there is no
+        run to get back; after a crash of this actor alone, the report of a run that ended
+        meanwhile may have been lost with it, so the run is not trusted either (a late
+        report of the old run is ignored: its delivery number is older)."""
+        state = self.state
+        queue = state.store.load(trio.current_time(), self.wall_clock().timestamp())
+        if queue is None:
+            return
+        state.queue = self.queue = queue
+        for slot in state.workers.values():
+            slot.running.clear()
+
+    async def _commit(self) -> bool:
+        """Write what changed since the last commit; False if it could not be written:
+        then nothing of it is acknowledged (the clients send their kicks again, and an
+        ``Enqueue`` ask fails), and the queue is rebuilt from what the store holds."""
+        try:
+            await self.state.store.commit(self.queue, trio.current_time(), self.wall_clock())
+        except HubStateError as exc:
+            log.error("%s: the kicks of the last moment are not acknowledged", exc)
+            for reply, _ in self._answers:
+                reply.fail(ActorError(f"the hub could not store the task: {exc}"))
+            self._answers.clear()
+            self._accepted.clear()
+            self._recover()
+            return False
+        return True
 
     # Accepting -------------------------------------------------------------------------
 
@@ -214,7 +266,7 @@ class BrokerActor(Actor[BrokerRequest]):
             if isinstance(kick, Kick):
                 self._accepted.setdefault((kick.ack_node, kick.ack_actor), []).append(task_id)
             elif reply is not None and not reply.done:  # failed with a crashed broker
-                reply.resolve(answer)
+                self._answers.append((reply, answer))
 
     async def _kick(self, message: Kick) -> None:
         task_id = message.message.task_id
@@ -382,6 +434,7 @@ class BrokerActor(Actor[BrokerRequest]):
             record.move(Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
+            queue.note(record)
             slot.running.add(record.task_id)
             run = Run(record.message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)

@@ -190,6 +190,12 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-stored-results", type=int, default=10_000, help="results kept (default 10000)"
     )
     parser.add_argument(
+        "--result-backend",
+        metavar="MODULE:BACKEND",
+        help="an AsyncResultBackend to keep the results in, instead of memory (a taskiq "
+        "backend gets them rebuilt with --serializer: see docs/cluster.md)",
+    )
+    parser.add_argument(
         "--heartbeat-interval",
         type=float,
         default=5.0,
@@ -208,12 +214,26 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         default=100_000,
         help="live tasks held before kicks wait for room (default 100000)",
     )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="a SQLite file that keeps the queue and the results (unless --result-backend), "
+        "so a restarted hub carries on (default: memory only)",
+    )
+    parser.add_argument(
+        "--synchronous",
+        default="full",
+        choices=["normal", "full"],
+        help="SQLite's synchronous setting for --state: full survives a power cut, normal "
+        "only a crash of the process (default full; see docs/cluster.md)",
+    )
     _secret_arguments(parser)
 
 
 def _hub_command(args: argparse.Namespace) -> int:
-    from .backends.results import InmemoryResultBackend
+    from .backends.results import AsyncResultBackend, InmemoryResultBackend
     from .hub import open_hub
+    from .hubstate import HubStateError
     from .serializers import serializer_by_name
 
     if args.max_queued < 1:
@@ -222,21 +242,36 @@ def _hub_command(args: argparse.Namespace) -> int:
     ssl_context = _tls(args.certfile, args.keyfile, None)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
         raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
+    backend: AsyncResultBackend[Any] | None = None
+    if args.state is None:
+        backend = InmemoryResultBackend(args.max_stored_results)
+    if args.result_backend:
+        backend = load_object(args.result_backend, what="BACKEND")
+        if not isinstance(backend, AsyncResultBackend):
+            raise CommandError(f"{args.result_backend} is not an AsyncResultBackend: {backend!r}")
 
     async def run() -> None:
         async with open_hub(
             args.listen,
             secret=secret,
             serializer=serializer_by_name(args.serializer),
-            result_backend=InmemoryResultBackend(args.max_stored_results),
+            result_backend=backend,
             ssl_context=ssl_context,
             heartbeat=(args.heartbeat_interval, args.heartbeat_timeout),
             max_queued=args.max_queued,
+            state=args.state,
+            synchronous=args.synchronous.upper(),
         ) as hub:
             print(f"hub listening at {hub.address}", flush=True)
             await trio.sleep_forever()
 
-    trio.run(_until_signalled, run)
+    try:
+        trio.run(_until_signalled, run)
+    except BaseExceptionGroup as group:
+        bad_state, rest = group.split(HubStateError)
+        if bad_state is None or rest is not None:
+            raise
+        raise CommandError(str(bad_state.exceptions[0])) from None
     return 0
 
 

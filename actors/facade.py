@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from .backends.results import AsyncResultBackend, DummyResultBackend
@@ -52,6 +52,10 @@ class AsyncBroker(Service):
 
     Subclasses provide the actors (:class:`InMemoryBroker` runs them in this process).
     """
+
+    #: Whether this process keeps the results in ``result_backend`` (and starts it); a
+    #: :class:`~actors.websocket_broker.WebSocketBroker`'s are its hub's.
+    uses_result_backend = True
 
     def __init__(
         self,
@@ -192,14 +196,15 @@ class AsyncBroker(Service):
         """The backend, the middlewares, the actors, then the startup events; shutdown
         fires the shutdown events, then stops the actors (running tasks are cancelled)
         and closes the backend."""
-        await self.result_backend.startup()
-        stack.push_async_callback(self.result_backend.shutdown)
+        if self.uses_result_backend:
+            await self.result_backend.startup()
+            stack.push_async_callback(self.result_backend.shutdown)
         for middleware in self.middlewares:
             await maybe_await(middleware.startup())
             stack.push_async_callback(_call_hook, middleware.shutdown)
         await self._start_actors(stack)
-        await self._fire(self._startup_events())
-        stack.push_async_callback(self._fire, self._shutdown_events())
+        await self.fire_events(self._startup_events())
+        stack.push_async_callback(self.fire_events, self._shutdown_events())
 
     def _startup_events(self) -> list[TaskiqEvents]:
         return [TaskiqEvents.CLIENT_STARTUP]
@@ -207,7 +212,10 @@ class AsyncBroker(Service):
     def _shutdown_events(self) -> list[TaskiqEvents]:
         return [TaskiqEvents.CLIENT_SHUTDOWN]
 
-    async def _fire(self, events: list[TaskiqEvents]) -> None:
+    async def fire_events(self, events: Iterable[TaskiqEvents]) -> None:
+        """Run the handlers of each event in turn, with this broker's state. Starting and
+        stopping fire the broker's own; a worker node fires the ``WORKER_*`` ones on a
+        broker that runs as a client in the same process."""
         for event in events:
             for handler in self.event_handlers[event]:
                 await maybe_await(handler(self.state))

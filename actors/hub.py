@@ -9,6 +9,7 @@ results it makes itself (aborted, expired, a failed dependency) it encodes with
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,8 +19,16 @@ import trio
 
 from transports.base import Transport
 
-from .backends.results import AsyncResultBackend, InmemoryResultBackend
+from .backends.results import (
+    AsyncResultBackend,
+    DecodedResults,
+    EncodedResultBackend,
+    InmemoryResultBackend,
+    SqliteResultBackend,
+)
+from .backends.sqlite import Synchronous
 from .broker import BrokerActor, BrokerState, WallClock
+from .hubstate import QueueStore, SqliteQueueStore
 from .result import utc_now
 from .results import ResultStore
 from .runtime import ChildSpec, Node, Supervisor
@@ -65,37 +74,50 @@ async def open_hub(
     wall_clock: WallClock = utc_now,
     heartbeat: tuple[float, float] | None = None,
     max_queued: int | None = 100_000,
+    state: str | os.PathLike[str] | None = None,
+    synchronous: Synchronous = "FULL",
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
-    ``result_backend`` keeps the results, encoded (default: the last 10,000 in memory).
+    ``result_backend`` keeps the results (default: the last 10,000 in memory): encoded
+    if it is an :class:`EncodedResultBackend` (the built-in ones are), else it gets them
+    rebuilt with ``serializer`` (see :class:`DecodedResults`).
     ``heartbeat``: ``(interval, timeout)`` of the pings on its websocket links (default
     5 s and 15 s; ``local://`` links have none): a worker that does not answer within
     both loses its runs to others.
     ``max_queued`` bounds the live tasks (queued, scheduled, waiting or running): a kick
     beyond it is not acknowledged until a task ends, so clients' ``kiq`` waits (None: no
     bound).
+    ``state``: a SQLite file that keeps the queue and (unless ``result_backend`` is
+    given) the results, so a restarted hub carries on (see docs/cluster.md,
+    "Durability"); ``synchronous`` is SQLite's setting for it. It raises
+    :class:`~actors.hubstate.HubStateError` if the file cannot be used.
     """
     if max_queued is not None and max_queued < 1:
         raise ValueError(f"max_queued must be at least 1 or None, not {max_queued!r}")
+    encode_with = serializer or JSONSerializer()
+    store = QueueStore() if state is None else SqliteQueueStore(state, synchronous)
+    if result_backend is None and state is not None:
+        result_backend = SqliteResultBackend(state, serializer=encode_with, synchronous=synchronous)
     backend: AsyncResultBackend[Any] = result_backend or InmemoryResultBackend(
         max_stored_results=10_000
     )
-    encode_with = serializer or JSONSerializer()
-    state = BrokerState()
+    if not isinstance(backend, EncodedResultBackend):
+        backend = DecodedResults(backend, encode_with)
+    broker_state = BrokerState(store=store)
     on_websockets = listen.startswith(("ws://", "wss://"))
     transport = transport_for(name, secret, ssl_context, heartbeat if on_websockets else None)
-    await backend.startup()
     try:
+        await backend.startup()
         async with Node.open(name, listen=listen, secret=secret, transport=transport) as node:
 
             def broker() -> BrokerActor:
                 return BrokerActor(
-                    state, node.ref(STORE_ACTOR), wall_clock, encode_with, max_queued
+                    broker_state, node.ref(STORE_ACTOR), wall_clock, encode_with, max_queued
                 )
 
             children = [
-                ChildSpec(STORE_ACTOR, lambda: ResultStore(backend)),
+                ChildSpec(STORE_ACTOR, lambda: ResultStore(backend, encoded=True)),
                 ChildSpec(BROKER_ACTOR, broker),
             ]
             await node.spawn_supervisor(
@@ -106,6 +128,7 @@ async def open_hub(
     finally:
         with trio.CancelScope(shield=True):
             await backend.shutdown()
+        store.close()
 
 
 async def serve_hub(

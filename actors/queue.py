@@ -84,6 +84,10 @@ class TaskQueue:
         #: task id -> succeeded, for dependencies on tasks that already ended.
         self.finished: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self._remember = remember_finished
+        #: Ids of tasks added, moved or ended since the last commit, in that order (a
+        #: dict as an ordered set), for a durable hub's store (see :mod:`actors.hubstate`);
+        #: None: not noted.
+        self.changed: dict[str, None] | None = None
 
     def live(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)
@@ -95,6 +99,7 @@ class TaskQueue:
     def add(self, record: TaskRecord) -> None:
         """Track a new task; the caller then calls :meth:`place`."""
         self.records[record.task_id] = record
+        self.note(record)
         if record.unique_key is not None:
             self._unique[record.unique_key] = record.task_id
         if record.expire_at is not None:
@@ -102,6 +107,7 @@ class TaskQueue:
 
     def place(self, record: TaskRecord, now: float) -> None:
         """Put a task where it belongs now: waiting, scheduled or ready."""
+        self.note(record)
         if record.waiting_on:
             if record.phase is not Phase.WAITING:
                 record.move(Phase.WAITING)
@@ -154,12 +160,18 @@ class TaskQueue:
     def finish(self, record: TaskRecord, phase: Phase, succeeded: bool) -> None:
         """Forget a live task that reached an end; remember whether it succeeded."""
         record.move(phase)
+        self.note(record)
         self.records.pop(record.task_id, None)
         if record.unique_key is not None and self._unique.get(record.unique_key) == record.task_id:
             del self._unique[record.unique_key]
         self.finished[record.task_id] = succeeded
         if len(self.finished) > self._remember:
             self.finished.popitem(last=False)
+
+    def note(self, record: TaskRecord) -> None:
+        """Note that ``record`` changed (the broker calls it when a task starts running)."""
+        if self.changed is not None:
+            self.changed[record.task_id] = None
 
     def _push_timer(self, when: float, record: TaskRecord, kind: Phase) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), record, kind))

@@ -3,7 +3,8 @@
 Waiters register with an ask that the store answers the moment the result is stored: no
 polling on the in-process path, whatever backend is configured (even one that keeps
 nothing, like ``DummyResultBackend``: waiters present at that moment still get it).
-Results with a ``ttl`` are deleted when it runs out.
+Results with a ``ttl`` are deleted when it runs out. A hub's store keeps results encoded
+(``encoded``): its backend is an :class:`~actors.backends.results.EncodedResultBackend`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-from .backends.results import AsyncResultBackend, InmemoryResultBackend
+from .backends.results import AsyncResultBackend, EncodedResultBackend, InmemoryResultBackend
 from .exceptions import ResultGetError
 from .protocol import (
     EncodedResult,
@@ -53,8 +54,15 @@ class ResultStore(Actor[StoreRequest]):
 
     mailbox_size = 4096
 
-    def __init__(self, backend: AsyncResultBackend[Any], remember: int = 10_000) -> None:
+    def __init__(
+        self, backend: AsyncResultBackend[Any], remember: int = 10_000, *, encoded: bool = False
+    ) -> None:
         self.backend = backend
+        self._encoded: EncodedResultBackend[Any] | None = None
+        if encoded:
+            if not isinstance(backend, EncodedResultBackend):
+                raise TypeError(f"{backend!r} cannot keep encoded results")
+            self._encoded = backend
         # Ids of tasks that ended lately, with why a waiter finds no result for one (evicted,
         # expired, a backend that keeps nothing, or a run that stored none): such a waiter
         # gets that as an error instead of waiting forever. Values are ``_STORED`` or
@@ -113,8 +121,12 @@ class ResultStore(Actor[StoreRequest]):
 
     async def _store(self, task_id: str, result: Stored, ttl: float | None) -> None:
         try:
-            # A hub's backend keeps an ``EncodedResult`` as it is (``InmemoryResultBackend``).
-            await self.backend.set_result(task_id, result)  # type: ignore[arg-type]
+            if isinstance(result, TaskiqResult):
+                await self.backend.set_result(task_id, result)
+            elif self._encoded is not None:
+                await self._encoded.set_encoded(task_id, result)
+            else:
+                raise TypeError("an encoded result for a store that keeps them decoded")
         except Exception:
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
@@ -200,7 +212,11 @@ class ResultStore(Actor[StoreRequest]):
     async def _get(self, task_id: str, with_logs: bool = False) -> Stored | NoResult:
         """The result, or why there is none (a value, not a crash)."""
         try:
-            result: Stored = await self.backend.get_result(task_id, with_logs=with_logs)
+            result: Stored
+            if self._encoded is not None:
+                result = await self._encoded.get_encoded(task_id)
+            else:
+                result = await self.backend.get_result(task_id, with_logs=with_logs)
         except ResultGetError as exc:
             return NoResult(str(exc))
         except Exception as exc:

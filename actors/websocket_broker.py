@@ -23,12 +23,12 @@ import trio
 from .actor_broker import ActorBroker
 from .broker import WallClock
 from .events import TaskiqEvents
-from .exceptions import SendTaskError
+from .exceptions import ResultGetError, SendTaskError
 from .hub import BROKER_ACTOR, HUB_NODE, STORE_ACTOR, transport_for
 from .protocol import Accepted, BrokerMessage, Kick, NoResult, Pushed, Stored
 from .result import TaskiqResult, utc_now
 from .results import open_result
-from .runtime import Actor, ActorError, Node, unique_node_name
+from .runtime import Actor, ActorError, Node, PeerLostError, unique_node_name
 from .wire import WireError
 
 __all__ = ["ACKS_ACTOR", "WebSocketBroker"]
@@ -74,7 +74,12 @@ class WebSocketBroker(ActorBroker):
         hub: The hub's node name.
         wall_clock: What "now" is for ``delay`` and ``expire`` (UTC); the hub's and the
             clients' clocks are assumed in step (NTP).
+
+    Results live on the hub (``open_hub(result_backend=...)``, ``actors hub
+    --result-backend``): this broker's own ``result_backend`` is neither used nor started.
     """
+
+    uses_result_backend = False
 
     def __init__(
         self,
@@ -283,10 +288,18 @@ class WebSocketBroker(ActorBroker):
             keeps = self._hub_keeps
             if keeps == -1 or self._hub_stored - seq < keeps:  # not evicted on the hub yet
                 return open_result(result, task_id, self.serializer)
-        await self._linked()  # if it is not, the store's ref says so (ResultGetError)
-        result = await super().wait_result(task_id)
-        self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
-        return result
+        while True:
+            await self._linked()  # if it is not, the store's ref says so (ResultGetError)
+            try:
+                result = await super().wait_result(task_id)
+            except ResultGetError as exc:
+                # The link went while waiting (a restart of the hub): wait again once it
+                # is back, since a durable hub still has the task.
+                if isinstance(exc.__cause__, PeerLostError) and await self._linked():
+                    continue
+                raise
+            self._pushed.pop(task_id, None)  # pushed before this wait asked: not kept
+            return result
 
 
 class _Acks(Actor[Accepted | Pushed]):

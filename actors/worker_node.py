@@ -64,8 +64,8 @@ async def open_worker_node(
                 "(is it running, with the same secret?)"
             ) from None
         if broker.node is not None:  # it runs as a client in this process too
-            await broker._fire([TaskiqEvents.WORKER_STARTUP])
-            stack.push_async_callback(broker._fire, [TaskiqEvents.WORKER_SHUTDOWN])
+            await broker.fire_events([TaskiqEvents.WORKER_STARTUP])
+            stack.push_async_callback(broker.fire_events, [TaskiqEvents.WORKER_SHUTDOWN])
         else:
             await stack.enter_async_context(broker.attach(node, worker=True))
         hub = broker.hub

@@ -1,7 +1,8 @@
 """The task-queue workloads across processes: a hub, one worker process and a client.
 
-    python bench/cluster_bench.py [w1 w2 w3]
+    python bench/cluster_bench.py [--state] [w1 w2 w3]
     python bench/cluster_bench.py mem [N]
+    python bench/cluster_bench.py recover [N]
 
 Starts ``actors hub`` and ``actors worker`` on loopback, runs each workload of
 ``taskq_workloads.py`` from this process through a ``WebSocketBroker``, and prints one
@@ -10,7 +11,11 @@ it then runs the same workloads on taskiq: a ``redis-server`` on a free loopback
 (no persistence), taskiq-redis's stream broker and result backend, one ``taskiq worker``
 process, and the client polling every millisecond. ``mem`` instead kicks N no-op tasks
 (default 1,000,000) into a hub without workers and prints the hub's resident memory per
-queued task. Not a test: numbers depend on the machine.
+queued task. ``--state`` adds a line per workload with a durable hub (``actors hub
+--state`` on a file in a temporary directory, ``synchronous=FULL``). ``recover`` kicks N
+no-op tasks (default 1,000,000) into a durable hub without workers, kills it with SIGKILL,
+starts it again on its file, and prints the seconds until it answers a kick (its queue
+rebuilt). Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,10 +65,11 @@ def start(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
-def run_ours(workload: str) -> dict[str, Any]:
+def run_ours(workload: str, state: str | None = None) -> dict[str, Any]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", NAP=str(workloads.W3_SLEEP))
     capacity = workloads.W3_CONCURRENCY if workload == "w3" else 30
-    hub, ready = start("hub", "--listen", "ws://127.0.0.1:0", "--max-stored-results", "-1", env=env)
+    durable = ["--state", state] if state else ["--max-stored-results", "-1"]
+    hub, ready = start("hub", "--listen", "ws://127.0.0.1:0", *durable, env=env)
     processes = [hub]
     try:
         env["HUB_URL"] = os.environ["HUB_URL"] = ready.rsplit(" ", 1)[1]
@@ -132,6 +139,49 @@ def run_memory(count: int) -> dict[str, Any]:
         }
     finally:
         stop([hub])
+
+
+def run_recovery(count: int, state: str) -> dict[str, Any]:
+    """Seconds for a durable hub killed with COUNT tasks queued to take kicks again."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    args = ("hub", "--listen", "ws://127.0.0.1:0", "--max-queued", str(count + 1))
+    hub, ready = start(*args, "--state", state, env=env)
+    url = ready.rsplit(" ", 1)[1]
+    import cluster_tasks
+
+    cluster_tasks.broker.url = url
+    cluster_tasks.broker.hand_over_timeout = 600.0  # leaving waits for every acknowledgement
+    cluster_tasks.broker.connect_timeout = 600.0
+
+    async def kick_all() -> float:
+        start_time = time.perf_counter()
+        async with cluster_tasks.broker:
+            for _ in range(count):
+                await cluster_tasks.noop.kiq()
+        return time.perf_counter() - start_time
+
+    async def probe() -> None:
+        async with cluster_tasks.broker:  # a unique kick is answered once committed
+            await cluster_tasks.noop.kicker().with_labels(unique=True).kiq()
+
+    try:
+        kick_seconds = trio.run(kick_all)
+        hub.send_signal(signal.SIGKILL)
+        hub.wait()
+        started = time.perf_counter()
+        hub, _ = start(*args[:2], url, *args[3:], "--state", state, env=env)
+        listening = time.perf_counter() - started
+        trio.run(probe)
+        recovered = time.perf_counter() - started
+    finally:
+        stop([hub])
+    return {
+        "queued": count,
+        "kick_seconds": round(kick_seconds, 1),
+        "file_mb": round(os.path.getsize(state) / 2**20, 1),
+        "listening_seconds": round(listening, 2),
+        "recovery_seconds": round(recovered, 2),
+    }
 
 
 def stop(processes: list[subprocess.Popen[str]]) -> None:
@@ -227,11 +277,22 @@ def main(argv: list[str]) -> None:
         count = int(argv[1]) if len(argv) > 1 else 1_000_000
         print(json.dumps({"broker": "ours", "workload": "mem", **run_memory(count)}), flush=True)
         return
-    names = argv or ["w1", "w2", "w3"]
+    if argv[:1] == ["recover"]:
+        count = int(argv[1]) if len(argv) > 1 else 1_000_000
+        with tempfile.TemporaryDirectory() as folder:
+            figures = run_recovery(count, os.path.join(folder, "hub.db"))
+        print(json.dumps({"broker": "ours --state", "workload": "recover", **figures}), flush=True)
+        return
+    durable = argv[:1] == ["--state"]
+    names = argv[durable:] or ["w1", "w2", "w3"]
     for workload in names:
         print(
             json.dumps({"broker": "ours", "workload": workload, **run_ours(workload)}), flush=True
         )
+        if durable:
+            with tempfile.TemporaryDirectory() as folder:
+                figures = run_ours(workload, os.path.join(folder, "hub.db"))
+            print(json.dumps({"broker": "ours --state", "workload": workload, **figures}))
     if importlib.util.find_spec("taskiq_redis") is None or shutil.which("redis-server") is None:
         print("taskiq-redis or redis-server missing: no taskiq column", file=sys.stderr)
         return

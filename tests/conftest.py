@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from actors import InMemoryBroker, InmemoryResultBackend, WebSocketBroker
+from actors import InMemoryBroker, WebSocketBroker
 from actors.actor_broker import ActorBroker
 from actors.hub import open_hub
 from actors.worker_node import open_worker_node
@@ -27,7 +27,7 @@ MakeBroker = Callable[..., ActorBroker]
 
 class OneProcessCluster(WebSocketBroker):
     """A client that starts its own hub and worker node: ``InMemoryBroker``'s options,
-    each given to the side that uses it."""
+    each given to the side that uses it; its ``result_backend`` is the hub's."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__("local://")
@@ -36,14 +36,12 @@ class OneProcessCluster(WebSocketBroker):
         self.propagate_exceptions = like.propagate_exceptions
         self.await_inplace = like.await_inplace
         self.wall_clock = like.wall_clock
+        self.result_backend = like.result_backend
         self._like = like
 
     async def _start_actors(self, stack: contextlib.AsyncExitStack) -> None:
-        stored = self._like.result_backend
-        assert isinstance(stored, InmemoryResultBackend)
-        backend: InmemoryResultBackend[Any] = InmemoryResultBackend(stored.max_stored_results)
         hub = await stack.enter_async_context(
-            open_hub("local://", result_backend=backend, wall_clock=self._like.wall_clock)
+            open_hub("local://", result_backend=self.result_backend, wall_clock=self.wall_clock)
         )
         assert hub.address is not None
         self.url = hub.address

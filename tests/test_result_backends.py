@@ -19,7 +19,8 @@ from actors.backends import (
     SqliteResultBackend,
 )
 from actors.exceptions import ResultGetError, SerializationError
-from actors.result import TaskiqResult, TaskProgress
+from actors.protocol import EncodedResult
+from actors.result import TaskiqResult, TaskProgress, result_to_wire
 from actors.serializers import MsgpackSerializer
 
 
@@ -162,6 +163,17 @@ async def test_sqlite_roundtrip_and_wal(tmp_path: Path) -> None:
     await backend.shutdown()
     with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_keeps_encoded_results_as_they_come(tmp_path: Path) -> None:
+    backend = SqliteResultBackend(tmp_path / "r.db")
+    failed = attrs.evolve(ok("t", None), is_err=True, error=LedgerError("short"))
+    data = result_to_wire(failed, backend.serializer)
+    await backend.set_encoded("t", EncodedResult(data, is_err=True))
+    assert await backend.is_result_ready("t")
+    assert await backend.get_encoded("t") == EncodedResult(data, is_err=True)
+    assert isinstance((await backend.get_result("t")).error, LedgerError)
+    await backend.shutdown()
 
 
 async def test_sqlite_survives_close_and_reopen(tmp_path: Path) -> None:

@@ -284,6 +284,22 @@ async def test_dependencies_state_context_and_teardown(
     assert events == ["open", "run", "close"]  # cached once per run, torn down after
 
 
+async def test_fire_events_runs_each_events_handlers_with_the_state() -> None:
+    broker = InMemoryBroker()
+    fired: list[tuple[str, TaskiqState]] = []
+
+    @broker.on_event(TaskiqEvents.WORKER_STARTUP, TaskiqEvents.WORKER_SHUTDOWN)
+    async def first(state: TaskiqState) -> None:
+        fired.append(("first", state))
+
+    @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+    def second(state: TaskiqState) -> None:
+        fired.append(("second", state))
+
+    await broker.fire_events([TaskiqEvents.WORKER_SHUTDOWN, TaskiqEvents.CLIENT_STARTUP])
+    assert fired == [("first", broker.state), ("second", broker.state)]
+
+
 async def test_progress_is_visible_while_the_task_runs(broker: InMemoryBroker) -> None:
     halfway, finish = trio.Event(), trio.Event()
 
@@ -615,14 +631,7 @@ async def test_runs_that_never_block_need_no_wakeup_each(
     assert counter.steps <= 15
 
 
-async def test_dummy_backend_still_pushes_to_present_waiters(
-    make_broker: MakeBroker, request: pytest.FixtureRequest
-) -> None:
-    cluster_xfail(
-        request,
-        "the result backend is the hub's (open_hub(result_backend=...)); "
-        "with_result_backend on a client does not reach it",
-    )
+async def test_dummy_backend_still_pushes_to_present_waiters(make_broker: MakeBroker) -> None:
     broker = make_broker().with_result_backend(DummyResultBackend())
 
     @broker.task
@@ -682,14 +691,7 @@ class DictBackend(AsyncResultBackend[Any]):
         return self.progress.get(task_id)
 
 
-async def test_a_users_backend_plugs_in_unchanged(
-    make_broker: MakeBroker, request: pytest.FixtureRequest
-) -> None:
-    cluster_xfail(
-        request,
-        "the hub keeps results encoded (EncodedResult), and result backends take "
-        "TaskiqResult objects; a backend API for encoded results is missing",
-    )
+async def test_a_users_backend_plugs_in_unchanged(make_broker: MakeBroker) -> None:
     backend = DictBackend()
     broker = make_broker().with_result_backend(backend)
 
@@ -701,6 +703,35 @@ async def test_a_users_backend_plugs_in_unchanged(
         handle = await square.kiq(9)
         assert await handle == 81
     assert backend.results[handle.task_id].return_value == 81
+
+
+async def test_a_users_backend_gets_whole_results_and_answers_the_reads(
+    make_broker: MakeBroker,
+) -> None:
+    backend = DictBackend()
+    broker = make_broker().with_result_backend(backend)
+
+    @broker.task
+    async def pair() -> Any:
+        return (1, "a")
+
+    @broker.task
+    async def fails() -> None:
+        raise ValueError("no")
+
+    async with broker:
+        handle = await pair.kiq()
+        assert (await handle.wait_result()).return_value == [1, "a"]
+        failed = await (await fails.kiq()).wait_result()
+        backend.results[handle.task_id].return_value = "changed"
+        assert await handle.is_ready()
+        assert (await handle.get_result()).return_value == "changed"
+    # On a hub, which has no user types, what the serializer rebuilds (JSON: a list).
+    stored = backend.results[handle.task_id]
+    assert stored.task_id == handle.task_id and not stored.is_err
+    kept_error = backend.results[failed.task_id]
+    assert kept_error.is_err and isinstance(kept_error.error, ValueError)
+    assert isinstance(failed.error, ValueError) and str(failed.error) == "no"
 
 
 async def test_propagate_exceptions_false_keeps_the_error_out_of_the_result(

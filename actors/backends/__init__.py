@@ -2,7 +2,9 @@
 
 from actors.backends.results import (
     AsyncResultBackend as AsyncResultBackend,
+    DecodedResults as DecodedResults,
     DummyResultBackend as DummyResultBackend,
+    EncodedResultBackend as EncodedResultBackend,
     InmemoryResultBackend as InmemoryResultBackend,
     SqliteResultBackend as SqliteResultBackend,
 )

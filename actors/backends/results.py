@@ -3,6 +3,11 @@
 The interface is taskiq's ``AsyncResultBackend``, so a backend written for taskiq plugs in
 unchanged; the result store actor wraps whichever backend is configured and pushes results
 to waiters, so backends only store and fetch.
+
+A hub runs no user code, so it keeps results as the bytes the worker encoded
+(:class:`~actors.protocol.EncodedResult`): through an :class:`EncodedResultBackend`, which
+the built-in backends are. Any other backend is wrapped in :class:`DecodedResults`, which
+hands it results rebuilt from those bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from actors.exceptions import (
     ResultGetError,
     ResultIsReadyError,
 )
+from actors.protocol import EncodedResult
 from actors.result import TaskiqResult, TaskProgress, result_from_wire, result_to_wire
 from actors.serializers import JSONSerializer, TaskiqSerializer
 
@@ -31,7 +37,9 @@ from .sqlite import SqliteFile, Synchronous
 
 __all__ = [
     "AsyncResultBackend",
+    "DecodedResults",
     "DummyResultBackend",
+    "EncodedResultBackend",
     "InmemoryResultBackend",
     "SqliteResultBackend",
 ]
@@ -91,7 +99,66 @@ class AsyncResultBackend(ABC, Generic[_ReturnT]):
         return self._default_progress.get(task_id)
 
 
-class InmemoryResultBackend(AsyncResultBackend[_ReturnT]):
+class EncodedResultBackend(AsyncResultBackend[_ReturnT]):
+    """A backend that also keeps results encoded, as a hub stores them (it has not the
+    user's types to rebuild them with)."""
+
+    @abstractmethod
+    async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
+        """Store (or replace) the encoded result of ``task_id``."""
+
+    @abstractmethod
+    async def get_encoded(self, task_id: str) -> EncodedResult:
+        """The encoded result; raises ``ResultGetError`` if there is none."""
+
+
+class DecodedResults(EncodedResultBackend[Any]):
+    """A user's ``AsyncResultBackend`` on a hub: each encoded result is rebuilt with
+    ``result_from_wire`` and ``serializer`` (the hub's, which the clients use) before
+    ``set_result``, and what ``get_result`` returns is encoded again.
+
+    The hub has no user types: a rebuilt ``return_value`` is the serializer's plain data
+    (dicts, lists, strings, numbers for JSON), and an error of a type the hub cannot
+    import is a ``RemoteTaskError``. Clients rebuild their types from it as usual.
+    """
+
+    def __init__(self, backend: AsyncResultBackend[Any], serializer: TaskiqSerializer) -> None:
+        self.backend = backend
+        self.serializer = serializer
+
+    async def startup(self) -> None:
+        await self.backend.startup()
+
+    async def shutdown(self) -> None:
+        await self.backend.shutdown()
+
+    async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
+        await self.backend.set_result(task_id, result_from_wire(result.data, self.serializer))
+
+    async def get_encoded(self, task_id: str) -> EncodedResult:
+        result = await self.backend.get_result(task_id)
+        return EncodedResult(result_to_wire(result, self.serializer), result.is_err)
+
+    async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
+        await self.backend.set_result(task_id, result)
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        return await self.backend.is_result_ready(task_id)
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        return await self.backend.get_result(task_id, with_logs=with_logs)
+
+    async def delete_result(self, task_id: str) -> None:
+        await self.backend.delete_result(task_id)
+
+    async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
+        await self.backend.set_progress(task_id, progress)
+
+    async def get_progress(self, task_id: str) -> TaskProgress[Any] | None:
+        return await self.backend.get_progress(task_id)
+
+
+class InmemoryResultBackend(EncodedResultBackend[_ReturnT]):
     """Keeps the newest ``max_stored_results`` results in memory (-1: no limit).
 
     The oldest stored result is evicted first; storing a result again counts as new.
@@ -102,7 +169,7 @@ class InmemoryResultBackend(AsyncResultBackend[_ReturnT]):
         if max_stored_results < -1:
             raise ValueError("max_stored_results must be -1 (unlimited) or >= 0")
         self.max_stored_results = max_stored_results
-        self.results: OrderedDict[str, TaskiqResult[_ReturnT]] = OrderedDict()
+        self.results: OrderedDict[str, TaskiqResult[_ReturnT] | EncodedResult] = OrderedDict()
         self.progress: OrderedDict[str, TaskProgress[Any]] = OrderedDict()
 
     def _put(self, store: OrderedDict[str, _T], key: str, value: _T) -> None:
@@ -115,14 +182,23 @@ class InmemoryResultBackend(AsyncResultBackend[_ReturnT]):
     async def set_result(self, task_id: str, result: TaskiqResult[_ReturnT]) -> None:
         self._put(self.results, task_id, result)
 
+    async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
+        self._put(self.results, task_id, result)
+
     async def is_result_ready(self, task_id: str) -> bool:
         return task_id in self.results
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
-        try:
-            return self.results[task_id]
-        except KeyError:
-            raise ResultGetError(f"No result stored for task {task_id!r}") from None
+        result = self.results.get(task_id)
+        if isinstance(result, TaskiqResult):
+            return result
+        raise ResultGetError(f"No result stored for task {task_id!r}")
+
+    async def get_encoded(self, task_id: str) -> EncodedResult:
+        result = self.results.get(task_id)
+        if isinstance(result, EncodedResult):
+            return result
+        raise ResultGetError(f"No encoded result stored for task {task_id!r}")
 
     async def delete_result(self, task_id: str) -> None:
         self.results.pop(task_id, None)
@@ -135,16 +211,22 @@ class InmemoryResultBackend(AsyncResultBackend[_ReturnT]):
         return self.progress.get(task_id)
 
 
-class DummyResultBackend(AsyncResultBackend[_ReturnT]):
+class DummyResultBackend(EncodedResultBackend[_ReturnT]):
     """Stores nothing: for brokers whose callers never read results."""
 
     async def set_result(self, task_id: str, result: TaskiqResult[_ReturnT]) -> None:
+        pass
+
+    async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
         pass
 
     async def is_result_ready(self, task_id: str) -> bool:
         return False
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
+        raise ResultGetError(f"DummyResultBackend stores no results (task {task_id!r})")
+
+    async def get_encoded(self, task_id: str) -> EncodedResult:
         raise ResultGetError(f"DummyResultBackend stores no results (task {task_id!r})")
 
     async def set_progress(self, task_id: str, progress: TaskProgress[Any]) -> None:
@@ -198,11 +280,12 @@ def _ttl_from_labels(labels: dict[str, Any]) -> float | None:
     return ttl if ttl > 0 else None
 
 
-class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
+class SqliteResultBackend(EncodedResultBackend[_ReturnT]):
     """Durable results in one SQLite file (WAL mode): they survive a restart of the process.
 
     Results are stored as ``result_to_wire`` bytes made with ``serializer`` (JSON by
-    default). Each result may expire: ``ttl`` given to ``set_result``, else a positive
+    default; on a hub, give it the hub's serializer: encoded results are stored as they
+    come). Each result may expire: ``ttl`` given to ``set_result``, else a positive
     ``ttl`` label on the result, else ``result_ttl`` (None: kept until deleted). Expired
     rows are invisible, removed when read, at startup, and every 1000 writes.
 
@@ -329,9 +412,14 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
         data = result_to_wire(result, self.serializer)
         if ttl is None:
             ttl = _ttl_from_labels(result.labels)
-        if ttl is None:
-            ttl = self.result_ttl
-        expires_at = self._expires_at(ttl)
+        await self._store(task_id, data, ttl)
+
+    async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
+        """Store the bytes as they are (the store deletes them when a ``ttl`` label ends)."""
+        await self._store(task_id, result.data, None)
+
+    async def _store(self, task_id: str, data: bytes, ttl: float | None) -> None:
+        expires_at = self._expires_at(self.result_ttl if ttl is None else ttl)
         await self._write(
             (
                 "INSERT OR REPLACE INTO results (task_id, data, expires_at) VALUES (?, ?, ?)",
@@ -351,16 +439,23 @@ class SqliteResultBackend(AsyncResultBackend[_ReturnT]):
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnT]:
         """The stored result; a row that cannot be decoded gives an error result."""
+        result = result_from_wire(await self._fetch_result(task_id), self.serializer)
+        if not result.task_id:
+            result.task_id = task_id
+        return result
+
+    async def _fetch_result(self, task_id: str) -> bytes:
         try:
             data = await self._db.run(lambda conn: self._fetch(conn, "results", task_id))
         except sqlite3.Error as exc:
             raise ResultGetError(f"SQLite read failed: {exc}") from exc
         if data is None:
             raise ResultGetError(f"No result stored for task {task_id!r}")
-        result = result_from_wire(data, self.serializer)
-        if not result.task_id:
-            result.task_id = task_id
-        return result
+        return data
+
+    async def get_encoded(self, task_id: str) -> EncodedResult:
+        data = await self._fetch_result(task_id)
+        return EncodedResult(data, result_from_wire(data, self.serializer).is_err)
 
     async def delete_result(self, task_id: str) -> None:
         await self._write(

@@ -1,0 +1,75 @@
+"""A durable hub (``actors hub --state``) killed with SIGKILL and started again on the
+same file, between real processes: every task it acknowledged still runs, and handles
+made before the kill get their results. The tasks are tests/process_tasks.py's."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import trio
+
+from actors import WebSocketBroker, gather
+
+from .process_tasks import SECRET, declare
+from .programs import program_env
+from .test_taskq_processes import _start, _stop
+
+
+def _hub(state: Path, listen: str) -> tuple[subprocess.Popen[str], str]:
+    env = program_env() | {"ACTORS_SECRET": SECRET}
+    return _start("hub", "--listen", listen, "--state", str(state), env=env)
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+async def _until_acknowledged(broker: WebSocketBroker) -> None:
+    # The client keeps each kick until the hub acknowledges it (committed, with --state).
+    while broker._unacked:
+        await trio.sleep(0.01)
+
+
+async def test_a_killed_hub_restarted_on_its_state_file_runs_every_acknowledged_task(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "hub.db"
+    hub, line = _hub(state, "ws://127.0.0.1:0")
+    url = line.rsplit(" ", 1)[1]
+    env = program_env() | {"ACTORS_SECRET": SECRET, "HUB_URL": url}
+    worker_args = ["tests.process_tasks:broker", "--max-async-tasks", "1"]
+    worker, _ = _start("worker", *worker_args, env=env)
+    gate, log = tmp_path / "gate", tmp_path / "log"
+    try:
+        broker = WebSocketBroker(url, secret=SECRET, connect_timeout=30)
+        tasks = declare(broker)
+        with trio.fail_after(60):
+            async with broker:
+                running = await tasks.gate.kiq(str(gate))  # holds the worker's only slot
+                queued = [await tasks.record.kiq(str(log), f"q{i}") for i in range(20)]
+                kicked = time.time()
+                delayed = [
+                    await tasks.add.kicker().with_labels(delay=1.5).kiq(i, i) for i in range(3)
+                ]
+                await _until_acknowledged(broker)
+                while (await running.status()).name != "RUNNING":
+                    await trio.sleep(0.01)
+                _kill(hub)
+                hub, _ = _hub(state, url)
+                gate.touch()
+                assert (await running.wait_result()).tries == 2  # ran again, counted
+                await gather(*queued)
+                sums = [result.return_value for result in await gather(*delayed)]
+                assert sums == [0, 2, 4]
+                assert time.time() >= kicked + 1.5  # the delay kept its wall-clock time
+                names = sorted(log.read_text().split())
+                assert names == sorted(f"q{i}" for i in range(20))
+    finally:
+        _stop(worker)
+        _stop(hub)
