@@ -11,6 +11,7 @@ in taskiq.
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -232,7 +233,8 @@ class WorkerActor(Actor[WorkerRequest]):
                 self._reporter_asleep = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(cancelled)
             ended, self._ended = self._ended, []
-            await self.broker_ref.tell(Finished(self.worker_id, ended))
+            with contextlib.suppress(ActorError):  # the link went: the hub puts them back
+                await self.broker_ref.tell(Finished(self.worker_id, ended))
 
     def _wake_runners(self, wanted: int, *, by_runner: bool) -> None:
         """Have ``wanted`` runners on their way to the waiting runs, counting those woken.

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,7 @@ class Figures:
     completed: int = 0
     wrong: int = 0
     lost: int = 0
+    lost_ids: list[int] = attrs.Factory(list)  # the first few
     unacknowledged: int = 0
     run_more_than_once: int = 0
     runs: int = 0
@@ -357,6 +359,7 @@ class Cluster:
         figures.completed = len(right)
         figures.wrong += len(results) - len(right)
         figures.lost = len(acknowledged - right)
+        figures.lost_ids = sorted(acknowledged - right)[:20]
         starts: Counter[int] = Counter()
         for path in self.runs.iterdir():
             lines = [line.split() for line in path.read_text().splitlines()]
@@ -474,6 +477,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--kick-for", type=float, default=0.0, help="spread the kicks over these seconds"
     )
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds for results")
+    parser.add_argument("--keep", action="store_true", help="keep the files (runs, hub.db)")
     parser.add_argument("--json", action="store_true", help="one JSON line")
     return parser.parse_args(argv)
 
@@ -485,7 +489,8 @@ def main(argv: list[str]) -> int:
         Path(out).write_text(json.dumps(report))
         return 0
     args = parse(argv)
-    with tempfile.TemporaryDirectory(prefix="chaos-") as workdir:
+    workdir = tempfile.mkdtemp(prefix="chaos-")
+    try:
         settings = Settings(
             tasks=args.tasks,
             clients=args.clients,
@@ -501,6 +506,11 @@ def main(argv: list[str]) -> int:
             workdir=Path(workdir),
         )
         figures = trio.run(Cluster(settings).run)
+    finally:
+        if args.keep:
+            print(f"files kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir)
     if args.json:
         print(json.dumps(attrs.asdict(figures)), flush=True)
     else:
