@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -412,38 +411,33 @@ async def run_client(
     failed: dict[int, str] = {}
     give_up = trio.current_time() + deadline
 
-    async def wait(handles: trio.MemoryReceiveChannel[tuple[int, AsyncTaskiqTask[Any]]]) -> None:
-        async for i, handle in handles:
-            with trio.move_on_at(give_up):
-                while True:
-                    try:
-                        result = await handle.wait_result()
-                    except ResultGetError:
-                        await trio.sleep(0.2)  # the link dropped: wait again once back
-                        continue
-                    if result.is_err:
-                        failed[i] = repr(result.error)
-                    else:
-                        results[i] = result.return_value
-                    break
+    async def wait(i: int, handle: AsyncTaskiqTask[Any]) -> None:
+        """Each task has its own wait: one whose result never comes holds up no other."""
+        with trio.move_on_at(give_up):
+            while True:
+                try:
+                    result = await handle.wait_result()
+                except ResultGetError:
+                    await trio.sleep(0.2)  # the link dropped: wait again once back
+                    continue
+                if result.is_err:
+                    failed[i] = repr(result.error)
+                else:
+                    results[i] = result.return_value
+                return
 
     began = trio.current_time()
     async with broker:
-        send, receive = trio.open_memory_channel[tuple[int, AsyncTaskiqTask[Any]]](math.inf)
         async with trio.open_nursery() as nursery:
-            for _ in range(200):
-                nursery.start_soon(wait, receive.clone())
-            receive.close()
-            async with send:
-                for n, i in enumerate(range(first, first + count)):
-                    await trio.sleep_until(began + kick_for * n / count)
-                    try:
-                        kicker = chaos_tasks.chaos.kicker().with_task_id(task_id(i))
-                        handle = await kicker.kiq(i, nap(i))
-                    except SendTaskError:
-                        not_sent.append(i)
-                        continue
-                    await send.send((i, handle))
+            for n, i in enumerate(range(first, first + count)):
+                await trio.sleep_until(began + kick_for * n / count)
+                try:
+                    kicker = chaos_tasks.chaos.kicker().with_task_id(task_id(i))
+                    handle = await kicker.kiq(i, nap(i))
+                except SendTaskError:
+                    not_sent.append(i)
+                    continue
+                nursery.start_soon(wait, i, handle)
             kicked = trio.current_time() - began
         unacked = [int(unacked.removeprefix("chaos-")) for unacked in broker._unacked]
     return {

@@ -38,5 +38,5 @@ def test_no_acknowledged_task_is_lost_under_faults(tmp_path: Path) -> None:
     figures = json.loads(out)
     assert figures["kicked"] == figures["acknowledged"] == figures["completed"] == 2000
     assert figures["lost"] == figures["wrong"] == figures["late_ends_accepted"] == 0
-    assert figures["worker_kills"] >= 2 and figures["link_cuts"] == 2
+    assert figures["worker_kills"] >= 1 and figures["link_cuts"] == 2
     assert figures["hangs"] == 1 and figures["late_ends"] >= 1
