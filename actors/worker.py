@@ -11,6 +11,7 @@ in taskiq.
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -251,7 +252,8 @@ class WorkerActor(Actor[WorkerRequest]):
                 self._reporter_asleep = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(cancelled)
             ended, self._ended = self._ended, []
-            await self.broker_ref.tell(Finished(self.worker_id, ended))
+            with contextlib.suppress(ActorError):  # the link went: the hub puts them back
+                await self.broker_ref.tell(Finished(self.worker_id, ended))
             self._held -= len(ended)
             self._answer_finishing()
 
@@ -320,10 +322,13 @@ class WorkerActor(Actor[WorkerRequest]):
             )
             return
         ttl = ttl_label(run.message.labels)
-        if self.encode_results and result is not None:
-            await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
-        else:
-            await self.store.tell(StoreResult(task_id, result, ttl))
+        try:
+            if self.encode_results and result is not None:
+                await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
+            else:
+                await self.store.tell(StoreResult(task_id, result, ttl))
+        except ActorError:
+            return  # the hub's link went: the hub puts this run back, nothing to report
         if result is not None:
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
