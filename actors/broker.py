@@ -32,6 +32,7 @@ from .logs import task_event
 from .protocol import (
     Abort,
     Accepted,
+    Barrier,
     BrokerMessage,
     BrokerRequest,
     CancelRun,
@@ -281,6 +282,12 @@ class BrokerActor(Actor[BrokerRequest]):
         """Write what changed since the last commit; False if it could not be written:
         then nothing of it is acknowledged (the clients send their kicks again, and an
         ``Enqueue`` ask fails), and the queue is rebuilt from what the store holds."""
+        changed = self.queue.changed
+        if changed and not changed.keys() <= self.queue.records.keys():
+            # Tasks ended in this batch. Their results reached the store before their ends
+            # reached this actor (one link, in order): once it has written them, the file
+            # may say the tasks ended, and a hub killed after that loses no result.
+            await self.store.ask(Barrier())
         try:
             await self.state.store.commit(self.queue, trio.current_time(), self.wall_clock())
         except HubStateError as exc:

@@ -27,6 +27,7 @@ from .runtime import ActorRef
 __all__ = [
     "Abort",
     "Accepted",
+    "Barrier",
     "BrokerMessage",
     "BrokerRequest",
     "CancelRun",
@@ -536,6 +537,13 @@ class WaitResult:
 
 
 @attrs.define
+class Barrier:
+    """The reply comes once the store has handled every message it had before this one
+    (the results among them written): a durable hub's broker asks it before its file
+    says that tasks ended, so no task is ended there without its result."""
+
+
+@attrs.define
 class StopWaiting:
     """The waiter gave up (a timeout, a cancellation): forget it."""
 
@@ -603,6 +611,7 @@ class GetProgress:
 
 StoreRequest = (
     StoreResult
+    | Barrier
     | CopyResult
     | WaitResult
     | StopWaiting
@@ -620,7 +629,8 @@ for _cls in (
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
     Abort, Inspect, Status, Drain, WorkerLeaving,
     Run, Runs, CancelRun, FinishRuns,
-    StoreResult, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed, GetResult, IsReady,
+    StoreResult, Barrier, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed,
+    GetResult, IsReady,
     SetProgress, GetProgress,
     GetOverview, WorkerRow, MinuteRow, Overview, ListTasks, TaskRow, TaskPage,
     GetTaskEvents, TaskEvent, TaskEvents, GetCounters, NameCounters, Counters,

@@ -22,6 +22,7 @@ import trio
 from .backends.results import AsyncResultBackend, EncodedResultBackend
 from .exceptions import ResultGetError
 from .protocol import (
+    Barrier,
     EncodedResult,
     GetProgress,
     GetResult,
@@ -118,6 +119,8 @@ class ResultStore(Actor[StoreRequest]):
             return None
         if isinstance(message, StopWaiting):
             self._stop_waiting(message.task_id, message.waiter)
+            return None
+        if isinstance(message, Barrier):
             return None
         if isinstance(message, GetResult):
             return await self._get(message.task_id, message.with_logs)

@@ -6,6 +6,7 @@ would jump over it."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 import trio
 
 from actors import SendTaskError, WebSocketBroker
+from actors.backends.results import SqliteResultBackend
 from actors.backends.schedules import SqliteScheduleSource
 from actors.hub import serve_hub
 from actors.hubstate import HubStateError, SqliteQueueStore
 from actors.lifecycle import Phase
-from actors.protocol import BrokerMessage
+from actors.protocol import BrokerMessage, EncodedResult
 from actors.queue import TaskQueue, TaskRecord
 from actors.runtime import Node
 from actors.schedules import ScheduledTask
@@ -220,6 +222,50 @@ async def test_a_hub_opened_again_on_its_file_runs_what_it_had(tmp_path: Path) -
         nursery.cancel_scope.cancel()
     assert result.return_value == "released" and result.tries == 2
     assert len(started) == 2
+
+
+def _ended_in(state: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(state)) as conn:
+        return [row[0] for row in conn.execute("SELECT task_id FROM hub_finished")]
+
+
+async def test_a_task_ends_in_the_file_only_once_its_result_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub killed between the two writes must not keep a task as ended without its
+    result (the chaos runner lost results that way): the broker waits for the store."""
+    state = tmp_path / "hub.db"
+    writing, write = trio.Event(), trio.Event()
+    set_encoded = SqliteResultBackend.set_encoded
+
+    async def slow_disk(
+        self: SqliteResultBackend[Any], task_id: str, result: EncodedResult
+    ) -> None:
+        writing.set()
+        await write.wait()
+        await set_encoded(self, task_id, result)
+
+    monkeypatch.setattr(SqliteResultBackend, "set_encoded", slow_disk)
+    broker = WebSocketBroker("local://durable-hub", connect_timeout=10)
+
+    @broker.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_hub_until, state, trio.CancelScope())
+        with trio.fail_after(30):
+            async with broker, open_worker_node(broker):
+                handle = await add.kiq(1, 2)
+                await writing.wait()
+                await trio.sleep(0.5)  # the worker's report of the end reaches the broker
+                assert _ended_in(state) == []
+                write.set()
+                assert await handle == 3
+                while not _ended_in(state):
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert _ended_in(state) == [handle.task_id]
 
 
 async def test_a_hub_that_cannot_write_its_file_does_not_acknowledge_kicks(

@@ -16,6 +16,7 @@ from actors.lifecycle import TaskStatus
 from actors.protocol import (
     Abort,
     Accepted,
+    Barrier,
     BrokerMessage,
     CancelRun,
     CopyResult,
@@ -105,6 +106,7 @@ SAMPLES: list[Any] = [
     NoResult("task t1 ended without a result"),
     CopyResult("t1", "t2", None),
     WaitResult("t1", "waiter-1"),
+    Barrier(),
     StopWaiting("t1", "waiter-1"),
     Watch("client-1", "taskq.acks-1", ["t1", "t2"]),
     Pushed(["t1", "t2"], [EncodedResult(b"r", is_err=False), NoResult("gone")]),
