@@ -88,6 +88,13 @@ async def test_the_store_rebuilds_the_queue_it_committed(
     assert got["child"].phase is Phase.WAITING and got["parent"].dependents == ["child"]
     assert rebuilt.live_unique("k") is got["child"]
     assert got["low"].message == records["low"].message
+    assert isinstance(got["low"].enqueue_time, pendulum.DateTime)
+    assert got["low"].enqueue_time == WALL and got["low"].enqueue_time.add(days=1) > WALL
+    assert rebuilt.next_timer() == pytest.approx(1020)  # "dying" expires before "later"
+    assert dict(+rebuilt.counts) == {
+        (Phase.QUEUED, 0): 4, (Phase.QUEUED, 5): 1,
+        (Phase.SCHEDULED, 0): 1, (Phase.WAITING, 0): 1,
+    }  # fmt: skip
     order = [rebuilt.pop_ready() for _ in range(4)]
     assert [record.task_id for record in order if record] == ["high", "low", "parent", "dying"]
 
