@@ -239,20 +239,22 @@ class BrokerActor(Actor[BrokerRequest]):
         return answer
 
     async def drained(self) -> None:
-        """After a batch of messages: take parked kicks into the room freed in it,
-        acknowledge the kicks accepted (their clients' results are watched from now on),
-        hand out the workers' room (to the highest priorities waiting), re-arm the timer,
-        and tell ``wait_all`` callers once nothing is left."""
+        """After a batch of messages: take parked kicks into the room freed in it, have
+        the store push the results of the kicks accepted to their clients, hand out the
+        workers' room (to the highest priorities waiting), commit (one transaction for the
+        batch), acknowledge the kicks, re-arm the timer, and tell ``wait_all`` callers once
+        nothing is left."""
         if self.state.parked:
             await self._admit_parked()
+        for (node, actor), task_ids in self._accepted.items():
+            await self.store.tell(Watch(node, actor, task_ids))
+        await self._dispatch()
         await self._commit()
         for reply, answer in self._answers:
             reply.resolve(answer)
         self._answers.clear()
         if self._accepted:
             await self._acknowledge()
-        await self._dispatch()
-        await self._commit()  # the runs handed out (their tries)
         if self.queue.next_timer() != self._armed_for:
             self._rearm.set()
         if not self.queue.records and not self.state.parked and self.state.drains:
@@ -510,11 +512,9 @@ class BrokerActor(Actor[BrokerRequest]):
             queue.put_back(record)
 
     async def _acknowledge(self) -> None:
-        """Tell each client which of its kicks this batch accepted, in one message, and
-        have the store push their results to it (before the runs are handed out)."""
+        """Tell each client which of its kicks this batch accepted, in one message."""
         accepted, self._accepted = self._accepted, {}
         for (node, actor), task_ids in accepted.items():
-            await self.store.tell(Watch(node, actor, task_ids))
             with contextlib.suppress(ActorError):  # gone: it resends what it kept
                 await self.node.ref(actor, node=node).tell(Accepted(task_ids))
 

@@ -94,6 +94,40 @@ class TaskQueue:
         #: None: not noted.
         self.changed: dict[str, None] | None = None
 
+    def restore(self, records: list[TaskRecord], now: float) -> None:
+        """Take tasks rebuilt from a durable hub's file, oldest first, all WAITING and
+        linked to each other: as :meth:`add` then :meth:`place` each would, but with each
+        heap built once (a restart may bring back millions)."""
+        ready, timers, seq = self._ready, self._timers, self._seq
+        by_phase: dict[Phase, dict[int, int]] = {
+            Phase.WAITING: {}, Phase.SCHEDULED: {}, Phase.QUEUED: {}
+        }  # fmt: skip
+        waiting, scheduled, queued = by_phase.values()
+        for record in records:
+            task_id = record.message.task_id
+            self.records[task_id] = record
+            if record.unique_key is not None:
+                self._unique[record.unique_key] = task_id
+            if record.expire_at is not None:
+                timers.append((record.expire_at, next(seq), record, Phase.EXPIRED))
+            priority = record.priority
+            if record.waiting_on:
+                waiting[priority] = waiting.get(priority, 0) + 1
+            elif record.eta is not None and record.eta > now:
+                record.phase = Phase.SCHEDULED
+                timers.append((record.eta, next(seq), record, Phase.QUEUED))
+                scheduled[priority] = scheduled.get(priority, 0) + 1
+            else:
+                record.phase = Phase.QUEUED
+                record.seq = next(seq)
+                ready.append((-priority, record.seq, record))
+                queued[priority] = queued.get(priority, 0) + 1
+        heapq.heapify(ready)
+        heapq.heapify(timers)
+        for phase, counts in by_phase.items():
+            for priority, count in counts.items():
+                self.counts[phase, priority] += count
+
     def live(self, task_id: str) -> TaskRecord | None:
         return self.records.get(task_id)
 

@@ -5,6 +5,8 @@ polling on the in-process path, whatever backend is configured (even one that ke
 nothing, like ``DummyResultBackend``: waiters present at that moment still get it).
 Results with a ``ttl`` are deleted when it runs out. A hub's store keeps results encoded
 (``encoded``): its backend is an :class:`~actors.backends.results.EncodedResultBackend`.
+When that backend ``writes_together`` (SQLite), the results of a batch of messages are
+written in one transaction at its end, before anyone is told of them.
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ class ResultStore(Actor[StoreRequest]):
             if not isinstance(backend, EncodedResultBackend):
                 raise TypeError(f"{backend!r} cannot keep encoded results")
             self._encoded = backend
+        #: Results waiting for the batch's write, and the Barrier asks waiting for it.
+        self._grouped = self._encoded is not None and self._encoded.writes_together
+        self._pending: list[tuple[str, EncodedResult, float | None]] = []
+        self._barriers: list[Reply] = []
         state = state or StoreState()
         self._ended = state.ended
         self._remember = remember
@@ -102,9 +108,19 @@ class ResultStore(Actor[StoreRequest]):
         if isinstance(message, StoreResult):
             if message.result is None:
                 self._no_result(message.task_id)
+            elif self._grouped and isinstance(message.result, EncodedResult):
+                self._pending.append((message.task_id, message.result, message.ttl))
             else:
                 await self._store(message.task_id, message.result, message.ttl)
             return None
+        if self._pending:
+            if isinstance(message, Barrier):
+                reply = self.defer_reply()
+                if reply is not None:
+                    self._barriers.append(reply)
+                return None
+            if not isinstance(message, Watch | MarkRead | StopWaiting):
+                await self._write_pending()  # what follows may read them
         if isinstance(message, WaitResult):
             return await self._wait(message.task_id, message.waiter)
         if isinstance(message, Watch):
@@ -151,6 +167,25 @@ class ResultStore(Actor[StoreRequest]):
         except Exception:
             # The waiters below still get the result; later readers will not find it.
             log.exception("result backend failed to store the result of %s", task_id)
+        await self._stored(task_id, result, ttl)
+
+    async def _write_pending(self) -> None:
+        """Write the results received since the last write in one go (one transaction),
+        then hand them out as :meth:`_store` does and answer the barriers."""
+        pending, self._pending = self._pending, []
+        assert self._encoded is not None
+        try:
+            await self._encoded.set_encoded_many([(task_id, r) for task_id, r, _ in pending])
+        except Exception:
+            log.exception("result backend failed to store %d results", len(pending))
+        for task_id, result, ttl in pending:
+            await self._stored(task_id, result, ttl)
+        barriers, self._barriers = self._barriers, []
+        for reply in barriers:
+            reply.resolve(None)
+
+    async def _stored(self, task_id: str, result: Stored, ttl: float | None) -> None:
+        """The result is written: give it to its waiters or its client, expire it."""
         waiters = self._waiters.pop(task_id, None)
         if waiters:
             for reply in waiters.values():
@@ -215,7 +250,10 @@ class ResultStore(Actor[StoreRequest]):
             log.exception("result backend failed mark_read(%s)", task_id)
 
     async def drained(self) -> None:
-        """After a batch: push each watching client its results, in one message."""
+        """After a batch: write its results, and push each watching client its results,
+        in one message."""
+        if self._pending:
+            await self._write_pending()
         if self._pushes:
             pushes, self._pushes = self._pushes, {}
             for (node, actor), pushed in pushes.items():

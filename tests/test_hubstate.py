@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from actors.backends.schedules import SqliteScheduleSource
 from actors.hub import serve_hub
 from actors.hubstate import HubStateError, SqliteQueueStore
 from actors.lifecycle import Phase
-from actors.protocol import BrokerMessage, EncodedResult
+from actors.protocol import Barrier, BrokerMessage, EncodedResult, StoreResult
 from actors.queue import TaskQueue, TaskRecord
+from actors.results import ResultStore
 from actors.runtime import Node
 from actors.schedules import ScheduledTask
 from actors.worker_node import open_worker_node
@@ -87,6 +88,13 @@ async def test_the_store_rebuilds_the_queue_it_committed(
     assert got["child"].phase is Phase.WAITING and got["parent"].dependents == ["child"]
     assert rebuilt.live_unique("k") is got["child"]
     assert got["low"].message == records["low"].message
+    assert isinstance(got["low"].enqueue_time, pendulum.DateTime)
+    assert got["low"].enqueue_time == WALL and got["low"].enqueue_time.add(days=1) > WALL
+    assert rebuilt.next_timer() == pytest.approx(1020)  # "dying" expires before "later"
+    assert dict(+rebuilt.counts) == {
+        (Phase.QUEUED, 0): 4, (Phase.QUEUED, 5): 1,
+        (Phase.SCHEDULED, 0): 1, (Phase.WAITING, 0): 1,
+    }  # fmt: skip
     order = [rebuilt.pop_ready() for _ in range(4)]
     assert [record.task_id for record in order if record] == ["high", "low", "parent", "dying"]
 
@@ -236,16 +244,16 @@ async def test_a_task_ends_in_the_file_only_once_its_result_is_written(
     result (the chaos runner lost results that way): the broker waits for the store."""
     state = tmp_path / "hub.db"
     writing, write = trio.Event(), trio.Event()
-    set_encoded = SqliteResultBackend.set_encoded
+    set_encoded_many = SqliteResultBackend.set_encoded_many
 
     async def slow_disk(
-        self: SqliteResultBackend[Any], task_id: str, result: EncodedResult
+        self: SqliteResultBackend[Any], results: Sequence[tuple[str, EncodedResult]]
     ) -> None:
         writing.set()
         await write.wait()
-        await set_encoded(self, task_id, result)
+        await set_encoded_many(self, results)
 
-    monkeypatch.setattr(SqliteResultBackend, "set_encoded", slow_disk)
+    monkeypatch.setattr(SqliteResultBackend, "set_encoded_many", slow_disk)
     broker = WebSocketBroker("local://durable-hub", connect_timeout=10)
 
     @broker.task
@@ -266,6 +274,33 @@ async def test_a_task_ends_in_the_file_only_once_its_result_is_written(
                     await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert _ended_in(state) == [handle.task_id]
+
+
+async def test_results_that_reach_the_store_together_are_written_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable hub's store group-commits: one transaction per batch of results, not per
+    result (which bounded a durable hub's throughput); a barrier waits for it."""
+    transactions: list[int] = []
+    commit = SqliteResultBackend._commit
+
+    def counted(self: SqliteResultBackend[Any], conn: sqlite3.Connection, statements: Any) -> None:
+        transactions.append(len(statements))
+        commit(self, conn, statements)
+
+    monkeypatch.setattr(SqliteResultBackend, "_commit", counted)
+    backend: SqliteResultBackend[Any] = SqliteResultBackend(tmp_path / "hub.db")
+    await backend.startup()
+    ids = [f"t{n}" for n in range(20)]
+    async with Node.open("t") as node:
+        store = await node.spawn(lambda: ResultStore(backend, encoded=True))
+        for task_id in ids:
+            await store.tell(StoreResult(task_id, EncodedResult(task_id.encode(), False)))
+        await store.ask(Barrier())
+        written = [await backend.is_result_ready(task_id) for task_id in ids]
+    await backend.shutdown()
+    assert written == [True] * len(ids)
+    assert 1 <= len(transactions) <= 2  # two if the store ran between the tells
 
 
 async def test_a_hub_that_cannot_write_its_file_does_not_acknowledge_kicks(

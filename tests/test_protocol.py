@@ -13,9 +13,11 @@ import trio.testing
 
 from actors import InMemoryBroker, Node, TaskAbortedError, TaskiqMessage
 from actors.broker import BrokerActor, BrokerState
-from actors.lifecycle import TaskStatus
+from actors.hubstate import QueueStore
+from actors.lifecycle import Phase, TaskStatus
 from actors.protocol import (
     Abort,
+    BrokerMessage,
     CancelRun,
     Enqueue,
     Finished,
@@ -27,6 +29,7 @@ from actors.protocol import (
     StatusReply,
     WorkerReady,
 )
+from actors.queue import TaskQueue
 from actors.result import TaskiqResult, utc_now
 from actors.results import ResultStore
 from actors.runtime import Actor, ActorRef
@@ -210,3 +213,39 @@ async def test_a_late_report_of_another_delivery_is_ignored(
     await actor.tell(Finished("w", [RunEnded("a", "done", delivery=1)]))
     await trio.testing.wait_all_tasks_blocked()
     assert await actor.ask(Status("a")) == StatusReply(None)  # ended
+
+
+class _CountingStore(QueueStore):
+    """A durable store that writes nothing: it records each commit's tasks and phases."""
+
+    durable = True
+
+    def __init__(self) -> None:
+        self.commits: list[list[tuple[str, Phase]]] = []
+
+    def load(self, now: float, wall: float, remember_finished: int = 10_000) -> TaskQueue:
+        queue = TaskQueue(remember_finished)
+        queue.changed = {}
+        return queue
+
+    async def commit(self, queue: TaskQueue, now: float, wall: Any) -> None:
+        if queue.changed:
+            self.commits.append(
+                [(task_id, queue.records[task_id].phase) for task_id in queue.changed]
+            )
+            queue.changed.clear()
+
+
+async def test_a_durable_broker_commits_a_kick_and_its_run_in_one_transaction() -> None:
+    """One sync per batch, not two (the kicks, then the runs handed out): the runs go
+    out before the commit, and the kick is acknowledged after it."""
+    store, told = _CountingStore(), list[Any]()
+    async with Node.open("t") as node:
+        results = await node.spawn(lambda: ResultStore(InMemoryBroker().result_backend))
+        actor = await node.spawn(lambda: BrokerActor(BrokerState(store=store), results, utc_now))
+        stand_in = await node.spawn(lambda: Recorder(told))
+        await actor.tell(WorkerReady("t", stand_in.name, "w", 3, 1))
+        await actor.ask(Enqueue(BrokerMessage("a", "any", b"", {})))
+        await trio.testing.wait_all_tasks_blocked()
+    assert store.commits == [[("a", Phase.RUNNING)]]
+    assert [[run.message.task_id for run in runs.runs] for runs in told] == [["a"]]

@@ -114,9 +114,18 @@ class EncodedResultBackend(AsyncResultBackend[_ReturnT]):
     """A backend that also keeps results encoded, as a hub stores them (it has not the
     user's types to rebuild them with)."""
 
+    #: Whether ``set_encoded_many`` costs about what one ``set_encoded`` does (one
+    #: transaction): the result store then writes the results of a batch together.
+    writes_together = False
+
     @abstractmethod
     async def set_encoded(self, task_id: str, result: EncodedResult) -> None:
         """Store (or replace) the encoded result of ``task_id``."""
+
+    async def set_encoded_many(self, results: Sequence[tuple[str, EncodedResult]]) -> None:
+        """Store several encoded results, by default one at a time."""
+        for task_id, result in results:
+            await self.set_encoded(task_id, result)
 
     @abstractmethod
     async def get_encoded(self, task_id: str) -> EncodedResult:
@@ -361,6 +370,8 @@ class SqliteResultBackend(EncodedResultBackend[_ReturnT]):
     must survive restarts); tests may pass a fake one.
     """
 
+    writes_together = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -484,16 +495,29 @@ class SqliteResultBackend(EncodedResultBackend[_ReturnT]):
         """Store the bytes as they are (the store deletes them when a ``ttl`` label ends)."""
         await self._store(task_id, result.data, None)
 
-    async def _store(self, task_id: str, data: bytes, ttl: float | None) -> None:
-        expires_at = self._expires_at(self.result_ttl if ttl is None else ttl)
+    async def set_encoded_many(self, results: Sequence[tuple[str, EncodedResult]]) -> None:
+        """Store them all in one transaction."""
         await self._write(
+            *(
+                statement
+                for task_id, result in results
+                for statement in self._storing(task_id, result.data, None)
+            )
+        )
+
+    async def _store(self, task_id: str, data: bytes, ttl: float | None) -> None:
+        await self._write(*self._storing(task_id, data, ttl))
+
+    def _storing(self, task_id: str, data: bytes, ttl: float | None) -> list[_Statement]:
+        expires_at = self._expires_at(self.result_ttl if ttl is None else ttl)
+        return [
             (
                 "INSERT OR REPLACE INTO results (task_id, data, expires_at) VALUES (?, ?, ?)",
                 (task_id, data, expires_at),
             ),
             # The task's progress report lives as long as its result.
             ("UPDATE progress SET expires_at = ? WHERE task_id = ?", (expires_at, task_id)),
-        )
+        ]
 
     async def is_result_ready(self, task_id: str) -> bool:
         try:
