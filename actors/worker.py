@@ -36,7 +36,7 @@ from .exceptions import (
     UnknownTaskError,
 )
 from .inputs import check_labels, int_label, seconds_label, ttl_label
-from .logs import task_event
+from .logs import TASK_EVENTS, task_event
 from .middlewares import FINAL_ERRORS, TaskiqMiddleware, maybe_await
 from .protocol import (
     BrokerRequest,
@@ -357,7 +357,9 @@ class WorkerActor(Actor[WorkerRequest]):
         start_time = utc_now()
         started = time.perf_counter()
         task_name = run.message.task_name
-        task_event("started", run.message.task_id, task_name, tries=run.tries)
+        logged = TASK_EVENTS.isEnabledFor(logging.INFO)  # "started" and "succeeded"
+        if logged:
+            task_event("started", run.message.task_id, task_name, tries=run.tries)
         message: TaskiqMessage | None = None
         error: BaseException | None = None
         value: Any = None
@@ -382,7 +384,8 @@ class WorkerActor(Actor[WorkerRequest]):
         finish_time = utc_now()
         duration = time.perf_counter() - started
         if error is None:
-            task_event("succeeded", run.message.task_id, task_name, duration=duration)
+            if logged:
+                task_event("succeeded", run.message.task_id, task_name, duration=duration)
         else:
             level = logging.WARNING
             task_event("failed", run.message.task_id, task_name, level, error=repr(error))
