@@ -499,11 +499,12 @@ class BrokerActor(Actor[BrokerRequest]):
             queue.move(record, Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
-            slot.running.add(record.task_id)
-            self.stats.started(record.task_id, record.message.task_name, now)
+            message = record.message
+            slot.running.add(message.task_id)
+            self.stats.started(message.task_id, message.task_name, now)
             if logged:
-                task_event("dispatched", record.task_id, record.message.task_name, logging.DEBUG)
-            run = Run(record.message, record.tries, record.enqueue_time)
+                task_event("dispatched", message.task_id, message.task_name, logging.DEBUG)
+            run = Run(message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
             slot = self.state.workers[worker_id]
@@ -559,11 +560,11 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._run_ended(ended, message.worker_id, now)
 
     async def _run_ended(
-        self, ended: RunEnded, worker_id: str | None = None, now: float | None = None
+        self, ended: RunEnded, worker_id: str | None = None, ended_at: float | None = None
     ) -> None:
         """``worker_id``: who reports it. A late report of an earlier delivery (one
-        presumed lost, since handed out again) is ignored. ``now``: when, by the stats'
-        clock (read here if not given)."""
+        presumed lost, since handed out again) is ignored. ``ended_at``: when, by the
+        stats' clock (read there if not given)."""
         record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
             return
@@ -571,9 +572,9 @@ class BrokerActor(Actor[BrokerRequest]):
             record.worker_id != worker_id or record.tries != ended.delivery
         ):
             return
-        aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
+        aborts = self.state.aborts.pop(ended.task_id, None) if self.state.aborts else None
         if ended.outcome == "again" and aborts is None:
-            self.stats.ended(record.task_id, record.message.task_name, "retried", now=now)
+            self.stats.ended(ended.task_id, record.message.task_name, "retried", now=ended_at)
             if ended.labels is not None:
                 record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
@@ -585,7 +586,7 @@ class BrokerActor(Actor[BrokerRequest]):
             return
         if ended.outcome == "done":
             outcome = "failed" if ended.is_err else "succeeded"
-            self.stats.ended(record.task_id, record.message.task_name, outcome, now=now)
+            self.stats.ended(ended.task_id, record.message.task_name, outcome, now=ended_at)
             self.queue.finish(record, Phase.DONE, succeeded=not ended.is_err)
             if record.dependents:
                 await self._release_dependents(record, succeeded=not ended.is_err)

@@ -119,13 +119,14 @@ class TaskQueue:
 
     def add(self, record: TaskRecord) -> None:
         """Track a new task; the caller then calls :meth:`place`."""
-        self.records[record.task_id] = record
+        task_id = record.message.task_id  # not the property: this runs for every task
+        self.records[task_id] = record
         by_priority = self._counts[record.phase]
         by_priority[record.priority] = by_priority.get(record.priority, 0) + 1
         if self.changed is not None:
-            self.changed[record.message.task_id] = None
+            self.changed[task_id] = None
         if record.unique_key is not None:
-            self._unique[record.unique_key] = record.task_id
+            self._unique[record.unique_key] = task_id
         if record.expire_at is not None:
             self._push_timer(record.expire_at, record, Phase.EXPIRED)
 
@@ -203,10 +204,11 @@ class TaskQueue:
     def finish(self, record: TaskRecord, phase: Phase, succeeded: bool) -> None:
         """Forget a live task that reached an end; remember whether it succeeded."""
         self.move(record, phase)
-        self.records.pop(record.task_id, None)
-        if record.unique_key is not None and self._unique.get(record.unique_key) == record.task_id:
+        task_id = record.message.task_id
+        self.records.pop(task_id, None)
+        if record.unique_key is not None and self._unique.get(record.unique_key) == task_id:
             del self._unique[record.unique_key]
-        self.finished[record.task_id] = succeeded
+        self.finished[task_id] = succeeded
         if len(self.finished) > self._remember:
             self.finished.popitem(last=False)
 
