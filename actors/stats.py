@@ -10,9 +10,9 @@ link round trip on a hub.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 import attrs
@@ -96,7 +96,7 @@ class HubStats:
         if since is not None:
             spent = now - since  # a wall clock stepping back counts in the first bucket
             counts.run_time_sum += spent
-            counts.buckets[bisect.bisect_left(RUN_TIME_BUCKETS, spent)] += 1
+            counts.buckets[bisect_left(RUN_TIME_BUCKETS, spent)] += 1
         index = _INDEX[outcome]
         counts.counts[index] += 1
         if outcome != "expired":

@@ -321,7 +321,7 @@ class WorkerActor(Actor[WorkerRequest]):
                 )
             )
             return
-        ttl = ttl_label(run.message.labels)
+        ttl = ttl_label(run.message.labels) if run.message.labels else None  # most have none
         try:
             if self.encode_results and result is not None:
                 await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
@@ -370,11 +370,13 @@ class WorkerActor(Actor[WorkerRequest]):
             message.labels = dict(run.message.labels)
             for middleware in broker.middlewares:
                 message = await maybe_await(middleware.pre_execute(message))
-            check_labels(message.labels)  # kiq checked them, but a middleware may change them
-            max_tries = int_label(message.labels, "max_tries", minimum=0)
+            if message.labels:  # most tasks carry none: nothing to check or read then
+                check_labels(message.labels)  # kiq checked them, but a middleware may change them
+                max_tries = int_label(message.labels, "max_tries", minimum=0)
             value = await self._call(message, run)
             returned_tuple = type(value) is tuple
-            value = _round_trip(broker, message.task_name, value)
+            if type(value) not in _PLAIN:  # plain values come back unchanged
+                value = _round_trip(broker, message.task_name, value)
         except NoResultError:
             return None
         except BaseException as exc:
@@ -436,7 +438,7 @@ class WorkerActor(Actor[WorkerRequest]):
         kwargs = dict(message.kwargs)
         if broker.cast_types:
             args, kwargs = task.cast_arguments(args, kwargs)
-        timeout = seconds_label(message.labels, "timeout")
+        timeout = seconds_label(message.labels, "timeout") if message.labels else None
         if task.dependency_graph.is_empty():
             return await self._invoke(task.original_func, task.is_async, args, kwargs, timeout)
         context = Context(message, broker)
@@ -475,8 +477,6 @@ _PLAIN = frozenset({type(None), bool, int, float, str})
 
 def _round_trip(broker: TaskHost, task_name: str, value: Any) -> Any:
     """Send the return value through the serializer, as it would cross a cluster."""
-    if type(value) in _PLAIN:
-        return value
     serializer = broker.serializer
     try:
         return serializer.loadb(serializer.dumpb(value))
