@@ -94,7 +94,7 @@ class ActorBroker(AsyncBroker):
         return task_id
 
     async def wait_result(self, task_id: str) -> TaskiqResult[Any]:
-        _, store = self._actors()
+        store = self._store_ref or self._actors()[1]
         backend = self._local_backend
         if backend is not None:
             # A stored result is read straight from the backend; only waiting needs the store.

@@ -28,7 +28,7 @@ from .exceptions import DependencyFailedError, SendTaskError, TaskAbortedError, 
 from .hubstate import HubStateError, QueueStore
 from .inputs import eta_label, ids_label, int_label, seconds_label, ttl_label
 from .lifecycle import Phase
-from .logs import task_event
+from .logs import TASK_EVENTS, task_event
 from .protocol import (
     Abort,
     Accepted,
@@ -284,6 +284,8 @@ class BrokerActor(Actor[BrokerRequest]):
         """Write what changed since the last commit; False if it could not be written:
         then nothing of it is acknowledged (the clients send their kicks again, and an
         ``Enqueue`` ask fails), and the queue is rebuilt from what the store holds."""
+        if not self.state.store.durable:
+            return True  # nothing to write: spare the two clock readings, twice a batch
         changed = self.queue.changed
         if changed and not changed.keys() <= self.queue.records.keys():
             # Tasks ended in this batch. Their results reached the store before their ends
@@ -354,17 +356,19 @@ class BrokerActor(Actor[BrokerRequest]):
         now = trio.current_time()
         wall = self.wall_clock()
         record = TaskRecord(message, Phase.WAITING, enqueue_time=wall)
-        try:
-            record.priority = int_label(labels, "priority") or 0
-            due_in = self._due(record, labels, wall)
-            expire = seconds_label(labels, "expire")
-            if expire is not None:
-                expire -= self._since_kick(labels, wall)
-            dependencies = ids_label(labels, "depends_on")
-        except SendTaskError as error:  # a label that did not come through kiq's checks
-            queue.add(record)
-            await self._end(record, Phase.DONE, error)
-            return message.task_id
+        due_in = expire = dependencies = None
+        if labels:  # most kicks carry none: nothing to read then
+            try:
+                record.priority = int_label(labels, "priority") or 0
+                due_in = self._due(record, labels, wall)
+                expire = seconds_label(labels, "expire")
+                if expire is not None:
+                    expire -= self._since_kick(labels, wall)
+                dependencies = ids_label(labels, "depends_on")
+            except SendTaskError as error:  # a label that did not come through kiq's checks
+                queue.add(record)
+                await self._end(record, Phase.DONE, error)
+                return message.task_id
         record.unique_key = key
         if due_in is not None:
             record.eta = now + due_in
@@ -372,7 +376,8 @@ class BrokerActor(Actor[BrokerRequest]):
             record.expire_at = now + expire
         ended = await self._link_dependencies(record, dependencies) if dependencies else None
         queue.add(record)
-        task_event("queued", record.task_id, message.task_name, logging.DEBUG)
+        if TASK_EVENTS.isEnabledFor(logging.DEBUG):
+            task_event("queued", record.task_id, message.task_name, logging.DEBUG)
         if ended is None:
             queue.place(record, now)
         elif ended[1]:  # a fallback whose parent already succeeded
@@ -477,6 +482,8 @@ class BrokerActor(Actor[BrokerRequest]):
         queue = self.queue
         handed: dict[str, list[Run]] = {}
         unplaced: list[TaskRecord] = []
+        logged = TASK_EVENTS.isEnabledFor(logging.DEBUG)
+        now = self.stats.clock()  # one reading for the runs handed out together
         while queue.has_ready():
             free = self._free_worker()
             if free is None:
@@ -496,11 +503,12 @@ class BrokerActor(Actor[BrokerRequest]):
             queue.move(record, Phase.RUNNING)
             record.tries += 1
             record.worker_id = worker_id
-            queue.note(record)
-            slot.running.add(record.task_id)
-            self.stats.started(record.task_id, record.message.task_name)
-            task_event("dispatched", record.task_id, record.message.task_name, logging.DEBUG)
-            run = Run(record.message, record.tries, record.enqueue_time)
+            message = record.message
+            slot.running.add(message.task_id)
+            self.stats.started(message.task_id, message.task_name, now)
+            if logged:
+                task_event("dispatched", message.task_id, message.task_name, logging.DEBUG)
+            run = Run(message, record.tries, record.enqueue_time)
             handed.setdefault(worker_id, []).append(run)
         for worker_id, runs in handed.items():
             slot = self.state.workers[worker_id]
@@ -547,14 +555,18 @@ class BrokerActor(Actor[BrokerRequest]):
         slot = self.state.workers.get(message.worker_id)
         if slot is not None:
             slot.last_seen = time.time()
+        now = self.stats.clock()  # one reading for the runs that ended together
         for ended in message.runs:
             if slot is not None:
                 slot.running.discard(ended.task_id)
-            await self._run_ended(ended, message.worker_id)
+            await self._run_ended(ended, message.worker_id, now)
 
-    async def _run_ended(self, ended: RunEnded, worker_id: str | None = None) -> None:
+    async def _run_ended(
+        self, ended: RunEnded, worker_id: str | None = None, ended_at: float | None = None
+    ) -> None:
         """``worker_id``: who reports it. A late report of an earlier delivery (one
-        presumed lost, since handed out again) is ignored."""
+        presumed lost, since handed out again) is ignored. ``ended_at``: when, by the
+        stats' clock (read there if not given)."""
         record = self.queue.live(ended.task_id)
         if record is None or record.phase is not Phase.RUNNING:
             return
@@ -562,9 +574,9 @@ class BrokerActor(Actor[BrokerRequest]):
             record.worker_id != worker_id or record.tries != ended.delivery
         ):
             return
-        aborts = self.state.aborts.pop(record.task_id, None) if self.state.aborts else None
+        aborts = self.state.aborts.pop(ended.task_id, None) if self.state.aborts else None
         if ended.outcome == "again" and aborts is None:
-            self.stats.ended(record.task_id, record.message.task_name, "retried")
+            self.stats.ended(ended.task_id, record.message.task_name, "retried", now=ended_at)
             if ended.labels is not None:
                 record.message = attrs.evolve(record.message, labels=ended.labels)
             now = trio.current_time()
@@ -576,7 +588,7 @@ class BrokerActor(Actor[BrokerRequest]):
             return
         if ended.outcome == "done":
             outcome = "failed" if ended.is_err else "succeeded"
-            self.stats.ended(record.task_id, record.message.task_name, outcome)
+            self.stats.ended(ended.task_id, record.message.task_name, outcome, now=ended_at)
             self.queue.finish(record, Phase.DONE, succeeded=not ended.is_err)
             if record.dependents:
                 await self._release_dependents(record, succeeded=not ended.is_err)

@@ -26,7 +26,7 @@ from .exceptions import (
 from .formatter import TaskiqFormatter
 from .inputs import check_labels
 from .lifecycle import TaskInfo, TaskStatus
-from .logs import task_event
+from .logs import TASK_EVENTS, task_event
 from .middlewares import TaskiqMiddleware, maybe_await
 from .protocol import BrokerMessage
 from .result import TaskiqMessage, TaskiqResult, TaskProgress
@@ -245,7 +245,8 @@ class AsyncBroker(Service):
         except SerializationError as exc:
             raise SendTaskError(str(exc)) from exc  # taskiq's error for a failed kick
         task_id = await self.kick(broker_message)
-        task_event("kicked", task_id, message.task_name, logging.DEBUG)
+        if TASK_EVENTS.isEnabledFor(logging.DEBUG):
+            task_event("kicked", task_id, message.task_name, logging.DEBUG)
         for middleware in self.middlewares:
             await maybe_await(middleware.post_send(message))
         return task_id

@@ -25,6 +25,7 @@ import trio
 from .lifecycle import Phase
 from .protocol import BrokerMessage
 from .queue import TaskQueue, TaskRecord
+from .result import as_pendulum_utc
 
 __all__ = ["HubStateError", "MemoryQueueStore", "QueueStore", "SqliteQueueStore"]
 
@@ -244,19 +245,9 @@ def _pack(record: TaskRecord, now: float, epoch: float) -> bytes:
     )
 
 
-_UTC = datetime.UTC
-_from_timestamp = datetime.datetime.fromtimestamp
-_new_datetime = datetime.datetime.__new__
-
-
 def _instant(epoch: float) -> pendulum.DateTime:
-    """``pendulum.from_timestamp``, thirty times faster (a restart builds millions): the
-    C constructor of ``datetime`` makes the pendulum ``DateTime`` without its Python code."""
-    t = _from_timestamp(epoch, _UTC)
-    return _new_datetime(
-        pendulum.DateTime,
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, pendulum.UTC,
-    )  # fmt: skip
+    """``pendulum.from_timestamp``, thirty times faster (a restart builds millions)."""
+    return as_pendulum_utc(datetime.datetime.fromtimestamp(epoch, datetime.UTC))
 
 
 def _record(task_id: str, data: bytes, now: float, wall: float) -> TaskRecord:

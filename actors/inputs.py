@@ -161,6 +161,8 @@ def wait_limit(timeout: float | None) -> float:
     """
     if timeout is None:
         return math.inf
+    if type(timeout) is float and timeout <= 0:  # the default, -1.0, on every wait
+        return math.inf
     # int and float first: they are the usual case, and the ABC check is slow.
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float, numbers.Real)):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")

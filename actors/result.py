@@ -17,8 +17,8 @@ import enum
 import importlib
 import sys
 import traceback
-from collections.abc import Iterable, Mapping
-from typing import Any, Generic, NoReturn
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, NoReturn, cast
 
 import attrs
 import pendulum
@@ -37,6 +37,7 @@ __all__ = [
     "TaskProgress",
     "TaskiqMessage",
     "TaskiqResult",
+    "as_pendulum_utc",
     "as_seconds",
     "decode_error",
     "encode_error",
@@ -58,24 +59,24 @@ def as_seconds(value: Any) -> float | None:
     return float(value)
 
 
-_new_datetime = datetime.datetime.__new__
+# Typed by hand: typeshed does not know the pickle-state form used below.
+_new_datetime = cast(Callable[..., pendulum.DateTime], datetime.datetime.__new__)
 
 
 def utc_now() -> pendulum.DateTime:
     """``pendulum.now("UTC")``, built without pendulum's Python layers: it is read three
     times per task."""
-    now = datetime.datetime.now(datetime.UTC)
-    return _new_datetime(
-        pendulum.DateTime,
-        now.year,
-        now.month,
-        now.day,
-        now.hour,
-        now.minute,
-        now.second,
-        now.microsecond,
-        pendulum.UTC,
-    )
+    return as_pendulum_utc(datetime.datetime.now(datetime.UTC))
+
+
+def as_pendulum_utc(instant: datetime.datetime) -> pendulum.DateTime:
+    """A stdlib datetime in UTC as a pendulum ``DateTime`` in UTC, at C speed.
+
+    It is made from the datetime's pickle state (``datetime.__new__(cls, state, tzinfo)``
+    is how pickle rebuilds a datetime): 4.7k instructions, against 8.6k for passing its
+    eight fields one by one and far more through pendulum's own constructors. The state
+    has no ``fold``, which UTC never needs."""
+    return _new_datetime(pendulum.DateTime, instant.__reduce__()[1][0], pendulum.UTC)
 
 
 _ReturnT = TypeVar("_ReturnT", default=Any)

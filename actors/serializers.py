@@ -196,7 +196,9 @@ class JSONSerializer(TaskiqSerializer):
     def loadb(self, data: bytes) -> Any:
         if (
             _TAG not in data
-            and _ESCAPE not in data  # an escape could spell a tag
+            # An escape could spell a tag. Looking for one byte first is a fast memchr;
+            # a search for two bytes costs 2.5k instructions on a 100-byte message.
+            and (b"\\" not in data or _ESCAPE not in data)
             and _NINETEEN_DIGITS not in data.translate(_DIGITS_AS_ZEROS)
         ):
             try:

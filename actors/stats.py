@@ -10,9 +10,9 @@ link round trip on a hub.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 import attrs
@@ -77,21 +77,26 @@ class HubStats:
         """Counted only: a task's kick time is its ``enqueue_time``."""
         (self.by_name.get(name) or self._new(name)).counts[0] += 1
 
-    def started(self, task_id: str, name: str) -> None:
-        """Counted, and timed until it ends (the start of a timeline is in
-        ``running_since`` while it runs, then in its result)."""
+    def started(self, task_id: str, name: str, now: float) -> None:
+        """Counted, and timed from ``now`` (a reading of :attr:`clock`) until it ends
+        (the start of a timeline is in ``running_since`` while it runs, then in its
+        result)."""
         (self.by_name.get(name) or self._new(name)).counts[1] += 1
-        self.running_since[task_id] = self.clock()
+        self.running_since[task_id] = now
 
-    def ended(self, task_id: str, name: str, outcome: str, detail: str = "") -> None:
-        """A run or a task ended: ``outcome`` is one of :data:`EVENTS` after "started"."""
-        now = self.clock()
+    def ended(
+        self, task_id: str, name: str, outcome: str, detail: str = "", now: float | None = None
+    ) -> None:
+        """A run or a task ended: ``outcome`` is one of :data:`EVENTS` after "started".
+        ``now``: a reading of :attr:`clock`, for a caller that ends many at once."""
+        if now is None:
+            now = self.clock()
         counts = self.by_name.get(name) or self._new(name)
         since = self.running_since.pop(task_id, None)
         if since is not None:
             spent = now - since  # a wall clock stepping back counts in the first bucket
             counts.run_time_sum += spent
-            counts.buckets[bisect.bisect_left(RUN_TIME_BUCKETS, spent)] += 1
+            counts.buckets[bisect_left(RUN_TIME_BUCKETS, spent)] += 1
         index = _INDEX[outcome]
         counts.counts[index] += 1
         if outcome != "expired":

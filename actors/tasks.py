@@ -113,7 +113,7 @@ class AsyncTaskiqDecoratedTask(Generic[P, R]):
         self, args: list[Any], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
         """Structure arguments into the function's annotations (``cast_types``)."""
-        if not self._casts:
+        if not self._casts.types:  # not ``__bool__``: a Python call for every task
             return args, kwargs
         names = list(self._casts.positional)
         cast_args = [

@@ -292,8 +292,9 @@ async def test_time_labels_cross_a_link_as_plain_data(
     begin = trio.current_time()
     handle = await kicker.kiq()
     assert await handle == "ran"
-    # The delay counts from the kick on the real wall clock, which runs on meanwhile.
-    assert trio.current_time() - begin == pytest.approx(5, abs=0.01)
+    # The delay counts from the kick on the real wall clock, which runs on meanwhile
+    # (by up to a few tens of ms on a loaded machine) while the fake clock jumps.
+    assert trio.current_time() - begin == pytest.approx(5, abs=0.25)
     at = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
     assert await (await job.kicker().with_labels(eta=at).kiq()) == "ran"
 

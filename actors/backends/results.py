@@ -219,7 +219,8 @@ class InmemoryResultBackend(EncodedResultBackend[_ReturnT]):
                 store.popitem(last=False)
 
     def _keep(self, task_id: str, result: TaskiqResult[_ReturnT] | EncodedResult) -> None:
-        self._forget(task_id)
+        if task_id in self.results:  # stored again: it counts as new
+            self._forget(task_id)
         if isinstance(result, EncodedResult):
             size = len(result.data)
         else:
