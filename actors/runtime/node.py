@@ -141,8 +141,8 @@ class _Outbox:
         self._due = False
         #: When the oldest waiting lazy frame must go (inf: none waits).
         self._lazy_deadline = math.inf
-        #: The writer's wait for frames, while it waits.
-        self._waiting: trio.CancelScope | None = None
+        #: Whether the writer waits for frames with no deadline (no lazy frame waits).
+        self._waiting = False
         self._pushed = trio.Event()
         self._taken = trio.Event()
 
@@ -163,8 +163,8 @@ class _Outbox:
             self._frames.append(frame)
             if self._lazy_deadline == math.inf:
                 self._lazy_deadline = trio.current_time() + _LAZY_DELAY
-                if self._waiting is not None:
-                    self._waiting.deadline = self._lazy_deadline
+                if self._waiting is True:
+                    self._pushed.set()  # to wait again, until the deadline
         else:
             self._push(frame)
 
@@ -190,9 +190,13 @@ class _Outbox:
         if not self._due:
             while not (self._due or self.closed or trio.current_time() >= self._lazy_deadline):
                 self._pushed = trio.Event()
-                with trio.CancelScope(deadline=self._lazy_deadline) as self._waiting:
+                if self._lazy_deadline == math.inf:
+                    self._waiting = True
                     await self._pushed.wait()
-                self._waiting = None
+                else:
+                    with trio.move_on_at(self._lazy_deadline):
+                        await self._pushed.wait()
+                self._waiting = False
             if not self._frames:
                 return []
             # One more scheduler pass: the tasks woken with us may queue more frames.
