@@ -154,31 +154,6 @@ async def received_values(link: Link) -> list[Any]:
     return [wire.decode_value(frame.body) for frame in frames]  # type: ignore[union-attr]
 
 
-async def test_frames_queued_by_tasks_woken_together_share_a_link_message(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """The writer waits one scheduler pass after it is woken, so a task woken with it
-    (here ``second``, like a worker's reporter after its result) adds its frame."""
-    async with Node.open("server", listen="local://", secret=SECRET) as server:
-        assert server.address is not None
-        async with LocalTransport("peer", SECRET).connect(server.address) as peer:
-            await server.wait_for_peer("peer")
-            ref = server.ref("anyone", node="peer")
-            for _ in range(20):  # the scheduler picks the order of the woken tasks
-                woken = trio.Event()
-
-                async def second(woken: trio.Event) -> None:
-                    await woken.wait()
-                    await ref.tell(Put(2))
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(second, woken)
-                    await trio.testing.wait_all_tasks_blocked()
-                    await ref.tell(Put(1))  # wakes the writer
-                    woken.set()
-                assert await received_values(peer) == [Put(1), Put(2)]
-
-
 async def test_a_lazy_tell_travels_with_the_next_frame_or_after_a_short_delay(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

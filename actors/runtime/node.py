@@ -199,8 +199,6 @@ class _Outbox:
                 self._waiting = False
             if not self._frames:
                 return []
-            # One more scheduler pass: the tasks woken with us may queue more frames.
-            await trio.lowlevel.cancel_shielded_checkpoint()
         batch: list[wire.Frame] = []
         size = 0
         while self._frames and len(batch) < _BATCH:
