@@ -638,6 +638,10 @@ for _cls in (
 ):  # fmt: skip
     wire.register(_cls, f"taskq.{_cls.__name__}")
 
+#: Nobody waits on these: they may wait on a link for a frame to travel with.
+for _cls in (Accepted, MarkRead):
+    wire.register_lazy(_cls)
+
 #: Results cross the hub as EncodedResult (the one member with a ``data`` field).
 for _union in (Stored, Stored | None, Stored | NoResult):
     wire.structure_by_key(_union, EncodedResult, "data")

@@ -80,7 +80,9 @@ async def test_kiq_waits_for_room_on_a_full_hub_and_other_clients_keep_going(
 
     assert [result.return_value for result in results] == list(range(60))
     assert len(queue_lengths) == 60 and max(queue_lengths) <= 10
-    assert kicked_at[13] == begin  # 10 queued and 4 in flight: kiq did not wait
+    # 10 queued and 4 in flight: kiq did not wait for room (the first frees at 1 s), only
+    # for acknowledgements, which may wait a few milliseconds on the link (lazy tells).
+    assert kicked_at[13] - begin < 0.5
     assert kicked_at[-1] - begin >= 20  # then 2 tasks a second make room
     assert watched_at[0] < kicked_at[-1]  # the other client was not held up
 

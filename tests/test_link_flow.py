@@ -14,11 +14,13 @@ from functools import partial
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
-from actors import Actor, Node
-from transports import WebSocketTransport
+from actors import Actor, Node, wire
+from actors.runtime.node import _LAZY_DELAY
+from transports import Link, LocalTransport, WebSocketTransport
 
 SECRET = b"flow test secret"
 
@@ -31,6 +33,16 @@ class Put:
 @attrs.frozen
 class Get:
     pass
+
+
+@attrs.frozen
+class Noted:
+    """A lazy tell: nobody waits on it."""
+
+    value: int
+
+
+wire.register_lazy(Noted)
 
 
 @attrs.frozen
@@ -134,3 +146,27 @@ async def test_a_blocked_actor_does_not_cost_the_link_its_heartbeat() -> None:
             assert await fast.ask(Get()) == list(range(60))
             assert await slow.ask(Get()) == list(range(5))
             assert client.peers == ["server"]
+
+
+async def received_values(link: Link) -> list[Any]:
+    """The values of one link message's frames."""
+    frames = wire.decode_frames(await link.receive())
+    return [wire.decode_value(frame.body) for frame in frames]  # type: ignore[union-attr]
+
+
+async def test_a_lazy_tell_travels_with_the_next_frame_or_after_a_short_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with Node.open("server", listen="local://", secret=SECRET) as server:
+        assert server.address is not None
+        async with LocalTransport("peer", SECRET).connect(server.address) as peer:
+            await server.wait_for_peer("peer")
+            ref = server.ref("anyone", node="peer")
+            await ref.tell(Noted(1))
+            await trio.sleep(_LAZY_DELAY / 2)
+            await ref.tell(Put(2))
+            assert await received_values(peer) == [Noted(1), Put(2)]  # one link message, in order
+            await ref.tell(Noted(3))
+            sent_at = trio.current_time()
+            assert await received_values(peer) == [Noted(3)]  # alone, once the delay is over
+            assert trio.current_time() - sent_at == pytest.approx(_LAZY_DELAY)

@@ -419,12 +419,11 @@ def _frames(*frames: wire.Frame) -> bytes:
 MALFORMED = {
     "not msgpack": b"\xc1\xc1",
     "not a list": msgpack.packb({"kind": "tell"}),
-    "unknown kind": msgpack.packb([{"kind": "spawn", "target": "counter"}]),
-    "missing field": msgpack.packb([{"kind": "tell", "target": "counter"}]),
-    "wrong field type": msgpack.packb([{"kind": "ask", "id": "1", "target": "c", "body": b""}]),
-    "extra field": msgpack.packb(
-        [{"kind": "tell", "target": "counter", "body": b"", "spawn": True}]
-    ),
+    "unknown kind": msgpack.packb([["spawn", "counter"]]),
+    "missing field": msgpack.packb([["tell", "counter"]]),
+    "wrong field type": msgpack.packb([["ask", "1", "c", b""]]),
+    "extra field": msgpack.packb([["tell", "counter", b"", True]]),
+    "a map for a frame": msgpack.packb([{"kind": "tell", "target": "counter", "body": b""}]),
 }
 
 

@@ -66,6 +66,9 @@ _FAULTS: dict[str, type[Exception]] = {
     )
 }
 _BATCH = 256
+#: Seconds a lazy tell (see :func:`actors.wire.register_lazy`) may wait in an outbox for
+#: other frames to share its link message.
+_LAZY_DELAY = 0.005
 #: Longest error message a fault frame carries.
 _FAULT_MESSAGE = 2000
 #: Replies a link may hold unsent (or this many link messages' worth of bytes) before its
@@ -122,6 +125,9 @@ class _Outbox:
     the link's pace. ``post`` (replies) never waits: a reply must not block the actor
     giving it. Replies stay bounded all the same: the link's reader takes no new ask
     while :meth:`replies_full` (see :meth:`Node._read`).
+
+    A lazy frame does not wake the writer: it goes with the next frame that does, or
+    ``_LAZY_DELAY`` seconds after it was queued, whichever comes first.
     """
 
     def __init__(self, max_frame: int) -> None:
@@ -131,6 +137,12 @@ class _Outbox:
         self.replies = 0
         self.reply_bytes = 0
         self.closed = False
+        #: Whether a waiting frame is not lazy (or was left over from the last batch).
+        self._due = False
+        #: When the oldest waiting lazy frame must go (inf: none waits).
+        self._lazy_deadline = math.inf
+        #: Whether the writer waits for frames with no deadline (no lazy frame waits).
+        self._waiting = False
         self._pushed = trio.Event()
         self._taken = trio.Event()
 
@@ -140,14 +152,21 @@ class _Outbox:
             or self.reply_bytes >= _REPLY_QUEUE_FRAMES * self._max_frame
         )
 
-    async def put(self, frame: wire.Frame) -> None:
+    async def put(self, frame: wire.Frame, lazy: bool = False) -> None:
         """Queue a frame once fewer than ``_BATCH`` wait; ``ClosedResourceError`` once
         closed. With room, no trip through the scheduler."""
         while not self.closed and len(self._frames) >= _BATCH:
             await self._taken.wait()
         if self.closed:
             raise trio.ClosedResourceError
-        self._push(frame)
+        if lazy:
+            self._frames.append(frame)
+            if self._lazy_deadline == math.inf:
+                self._lazy_deadline = trio.current_time() + _LAZY_DELAY
+                if self._waiting is True:
+                    self._pushed.set()  # to wait again, until the deadline
+        else:
+            self._push(frame)
 
     def post(self, frame: wire.Answer | wire.Fault) -> None:
         """Queue a reply at once; dropped once closed."""
@@ -158,6 +177,7 @@ class _Outbox:
 
     def _push(self, frame: wire.Frame) -> None:
         self._frames.append(frame)
+        self._due = True
         self._pushed.set()
 
     async def room_for_replies(self) -> None:
@@ -167,11 +187,18 @@ class _Outbox:
     async def take(self) -> list[wire.Frame]:
         """The oldest frames, as many as fit one link message; ``[]`` once closed and
         empty."""
-        while not self._frames:
-            if self.closed:
+        if not self._due:
+            while not (self._due or self.closed or trio.current_time() >= self._lazy_deadline):
+                self._pushed = trio.Event()
+                if self._lazy_deadline == math.inf:
+                    self._waiting = True
+                    await self._pushed.wait()
+                else:
+                    with trio.move_on_at(self._lazy_deadline):
+                        await self._pushed.wait()
+                self._waiting = False
+            if not self._frames:
                 return []
-            self._pushed = trio.Event()
-            await self._pushed.wait()
         batch: list[wire.Frame] = []
         size = 0
         while self._frames and len(batch) < _BATCH:
@@ -184,6 +211,9 @@ class _Outbox:
             if isinstance(frame, wire.Answer | wire.Fault):
                 self.replies -= 1
                 self.reply_bytes -= frame_size
+        self._due = bool(self._frames)
+        if not self._frames:
+            self._lazy_deadline = math.inf
         self._wake_takers()
         return batch
 
@@ -502,7 +532,8 @@ class Node:
 
     async def send_remote_tell(self, node: str, target: str, message: Any) -> None:
         peer = self._peer(node)
-        await self._send(peer, wire.Tell("tell", target, self._encode(message, target)))
+        frame = wire.Tell("tell", target, self._encode(message, target))
+        await self._send(peer, frame, lazy=type(message) in wire.lazy_types)
 
     async def send_remote_ask(
         self, node: str, target: str, message: Any, timeout: float | None
@@ -538,13 +569,13 @@ class Node:
             raise PeerLostError(f"no link to node {node!r}")
         return peer
 
-    async def _send(self, peer: _Peer, frame: wire.Frame) -> None:
+    async def _send(self, peer: _Peer, frame: wire.Frame, lazy: bool = False) -> None:
         # With room in the outbox, queue without a trip through the scheduler, so a busy
         # sender fills the outbox and the writer sends it as one batch. The cancellation
         # check comes first, as in a local tell: a cancelled sender sends nothing.
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await peer.outbox.put(frame)
+            await peer.outbox.put(frame, lazy)
         except trio.ClosedResourceError:
             raise PeerLostError(f"link to node {peer.name!r} is closed") from None
 
