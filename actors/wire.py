@@ -32,7 +32,7 @@ import msgpack
 import pendulum
 from cattrs.preconf.msgpack import make_converter
 
-from .serializers import in_zone
+from .serializers import in_zone, iso_format
 
 __all__ = [
     "Answer",
@@ -68,7 +68,7 @@ converter = make_converter()
 
 def unstructure_datetime(value: pendulum.DateTime) -> list[str]:
     # The zone *name* travels beside the instant so "Europe/Paris" stays itself.
-    return [value.isoformat(), value.timezone_name or "UTC"]
+    return [iso_format(value), value.timezone_name or "UTC"]
 
 
 def structure_datetime(raw: Any, _: type = pendulum.DateTime) -> pendulum.DateTime:
