@@ -674,6 +674,25 @@ def _run_ended_from_list(raw: list[Any]) -> RunEnded:
     return RunEnded(task_id, outcome, is_err, float(delay), _labels_from_wire(labels), delivery)
 
 
+def _store_result_to_list(store: StoreResult) -> list[Any]:
+    result = store.result
+    if type(result) is EncodedResult:  # what crosses links: the hub never decodes results
+        return [store.task_id, result.data, result.is_err, store.ttl]
+    data = None if result is None else wire.converter.unstructure(result, Stored)
+    return [store.task_id, data, False, store.ttl]
+
+
+def _store_result_from_list(raw: list[Any]) -> StoreResult:
+    task_id, data, is_err, ttl = raw
+    ttl = None if ttl is None else float(ttl)
+    if type(data) is bytes:
+        return StoreResult(task_id, EncodedResult(data, is_err), ttl)
+    stored: Any = Stored  # a union, which cattrs's types do not take
+    return StoreResult(
+        task_id, None if data is None else wire.converter.structure(data, stored), ttl
+    )
+
+
 #: Every task sends one of each: lists of their fields instead of cattrs's maps.
 wire.register_codec(
     Kick,
@@ -699,4 +718,10 @@ wire.register_codec(
     lambda e: [e.task_id, e.outcome, e.is_err, e.delay, _labels_to_wire(e.labels), e.delivery],
     _run_ended_from_list,
     *(str, str, bool, (float, int), (dict, type(None)), int),
+)
+wire.register_codec(
+    StoreResult,
+    _store_result_to_list,
+    _store_result_from_list,
+    *(str, (bytes, dict, type(None)), bool, (float, int, type(None))),
 )

@@ -207,6 +207,7 @@ HOT = [
     Kick(KICKED, "client-1", "taskq.acks-1", resend=True),
     Run(KICKED, 1, NOW),
     RunEnded("t1", "again", delay=1.5, labels={"x": 1}, delivery=3),
+    StoreResult("t1", EncodedResult(b"\x00bytes", is_err=True), ttl=2.5),
 ]
 
 
