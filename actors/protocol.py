@@ -645,3 +645,83 @@ for _cls in (Accepted, MarkRead):
 #: Results cross the hub as EncodedResult (the one member with a ``data`` field).
 for _union in (Stored, Stored | None, Stored | NoResult):
     wire.structure_by_key(_union, EncodedResult, "data")
+
+
+def _labels_to_wire(labels: dict[str, Any] | None) -> Any:
+    return labels and wire.converter.unstructure(labels, dict[str, Any])
+
+
+def _labels_from_wire(raw: dict[str, Any] | None) -> Any:
+    return raw and wire.converter.structure(raw, dict[str, Any])
+
+
+def _kick_from_list(raw: list[Any]) -> Kick:
+    task_id, task_name, message, labels, ack_node, ack_actor, resend = raw
+    body = BrokerMessage(task_id, task_name, message, _labels_from_wire(labels))
+    return Kick(body, ack_node, ack_actor, resend)
+
+
+def _run_from_list(raw: list[Any]) -> Run:
+    task_id, task_name, message, labels, tries, enqueue_time = raw
+    body = BrokerMessage(task_id, task_name, message, _labels_from_wire(labels))
+    return Run(body, tries, wire.structure_datetime(enqueue_time))
+
+
+def _run_ended_from_list(raw: list[Any]) -> RunEnded:
+    task_id, outcome, is_err, delay, labels, delivery = raw
+    if outcome not in ("done", "again", "aborted"):
+        raise wire.WireError(f"malformed RunEnded: outcome {outcome!r:.40}")
+    return RunEnded(task_id, outcome, is_err, float(delay), _labels_from_wire(labels), delivery)
+
+
+def _store_result_to_list(store: StoreResult) -> list[Any]:
+    result = store.result
+    if type(result) is EncodedResult:  # what crosses links: the hub never decodes results
+        return [store.task_id, result.data, result.is_err, store.ttl]
+    data = None if result is None else wire.converter.unstructure(result, Stored)
+    return [store.task_id, data, False, store.ttl]
+
+
+def _store_result_from_list(raw: list[Any]) -> StoreResult:
+    task_id, data, is_err, ttl = raw
+    ttl = None if ttl is None else float(ttl)
+    if type(data) is bytes:
+        return StoreResult(task_id, EncodedResult(data, is_err), ttl)
+    stored: Any = Stored  # a union, which cattrs's types do not take
+    return StoreResult(
+        task_id, None if data is None else wire.converter.structure(data, stored), ttl
+    )
+
+
+#: Every task sends one of each: lists of their fields instead of cattrs's maps.
+wire.register_codec(
+    Kick,
+    lambda k: [
+        *(k.message.task_id, k.message.task_name, k.message.message),
+        *(_labels_to_wire(k.message.labels), k.ack_node, k.ack_actor, k.resend),
+    ],
+    _kick_from_list,
+    *(str, str, bytes, dict, str, str, bool),
+)
+wire.register_codec(
+    Run,
+    lambda r: [
+        *(r.message.task_id, r.message.task_name, r.message.message),
+        *(_labels_to_wire(r.message.labels), r.tries),
+        wire.unstructure_datetime(r.enqueue_time),
+    ],
+    _run_from_list,
+    *(str, str, bytes, dict, int, list),
+)
+wire.register_codec(
+    RunEnded,
+    lambda e: [e.task_id, e.outcome, e.is_err, e.delay, _labels_to_wire(e.labels), e.delivery],
+    _run_ended_from_list,
+    *(str, str, bool, (float, int), (dict, type(None)), int),
+)
+wire.register_codec(
+    StoreResult,
+    _store_result_to_list,
+    _store_result_from_list,
+    *(str, (bytes, dict, type(None)), bool, (float, int, type(None))),
+)

@@ -29,7 +29,8 @@ import json
 import pickle
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
 import attrs
 import msgpack
@@ -64,6 +65,32 @@ class TaskiqSerializer(ABC):
         """Deserialize ``data``; raise ``SerializationError`` if it is malformed."""
 
 
+# Typed by hand: typeshed does not know the pickle-state form used below.
+_new_datetime = cast(Callable[..., pendulum.DateTime], datetime.datetime.__new__)
+
+
+def as_pendulum_utc(instant: datetime.datetime) -> pendulum.DateTime:
+    """A stdlib datetime in UTC as a pendulum ``DateTime`` in UTC, at C speed.
+
+    It is made from the datetime's pickle state (``datetime.__new__(cls, state, tzinfo)``
+    is how pickle rebuilds a datetime): 4.7k instructions, against 8.6k for passing its
+    eight fields one by one and far more through pendulum's own constructors. The state
+    has no ``fold``, which UTC never needs."""
+    return _new_datetime(pendulum.DateTime, instant.__reduce__()[1][0], pendulum.UTC)
+
+
+def iso_format(value: datetime.datetime) -> str:
+    """``value.isoformat()``; in pendulum's UTC (most times that cross a link) without
+    its Python ``utcoffset``, in two thirds of the time."""
+    if value.tzinfo is not pendulum.UTC:
+        return value.isoformat()
+    naive = datetime.datetime(
+        *(value.year, value.month, value.day, value.hour, value.minute, value.second),
+        value.microsecond,
+    )
+    return naive.isoformat() + "+00:00"
+
+
 def _zone_name(value: datetime.datetime) -> str | None:
     """The IANA name of an aware datetime's zone, or None for naive/fixed-offset values."""
     tz = value.tzinfo
@@ -75,7 +102,7 @@ def _zone_name(value: datetime.datetime) -> str | None:
 
 def encode_datetime(value: datetime.datetime) -> list[Any]:
     """``[iso, zone name or None]``: enough to rebuild the value in its own zone."""
-    return [value.isoformat(), _zone_name(value)]
+    return [iso_format(value), _zone_name(value)]
 
 
 def decode_datetime(iso: str, zone: str | None) -> pendulum.DateTime:
@@ -97,6 +124,8 @@ def in_zone(value: datetime.datetime, tz: pendulum.Timezone) -> pendulum.DateTim
     """The aware ``value`` as a pendulum ``DateTime`` in ``tz``: what
     ``pendulum.instance(value).in_timezone(tz)`` gives, in a third of the time (every
     result that crosses a link carries three)."""
+    if tz is pendulum.UTC and value.tzinfo is datetime.UTC:  # most: no zone arithmetic
+        return as_pendulum_utc(value)
     local = value.astimezone(tz)
     return pendulum.DateTime(
         *(local.year, local.month, local.day, local.hour, local.minute, local.second),

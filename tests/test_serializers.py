@@ -24,6 +24,8 @@ from actors.serializers import (
     _from_plain,
     _to_plain,
     decode_datetime,
+    encode_datetime,
+    iso_format,
     serializer_by_name,
 )
 
@@ -260,3 +262,12 @@ def test_serializer_by_name_refuses_pickle_unless_allowed() -> None:
     assert isinstance(serializer_by_name("pickle", allow_pickle=True), PickleSerializer)
     with pytest.raises(SerializationError, match="yaml"):
         serializer_by_name("yaml")
+
+
+@given(st.datetimes(timezones=st.sampled_from([pendulum.UTC, datetime.UTC])))
+def test_utc_times_read_quickly_are_the_times_read_the_long_way(value: datetime.datetime) -> None:
+    instant = pendulum.instance(value).in_timezone("UTC")
+    assert iso_format(instant) == instant.isoformat()
+    back = decode_datetime(*encode_datetime(instant))
+    assert (back, back.tzinfo, type(back)) == (instant, pendulum.UTC, pendulum.DateTime)
+    assert (back.year, back.hour, back.microsecond) == (value.year, value.hour, value.microsecond)

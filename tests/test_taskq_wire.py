@@ -201,3 +201,36 @@ def test_an_error_type_the_client_cannot_import_opens_as_a_remote_task_error() -
 def test_no_result_opens_as_taskiqs_error() -> None:
     with pytest.raises(ResultGetError, match="ended without a result"):
         open_result(NoResult("task t1 ended without a result"), "t1", JSONSerializer())
+
+
+HOT = [
+    Kick(KICKED, "client-1", "taskq.acks-1", resend=True),
+    Run(KICKED, 1, NOW),
+    RunEnded("t1", "again", delay=1.5, labels={"x": 1}, delivery=3),
+    StoreResult("t1", EncodedResult(b"\x00bytes", is_err=True), ttl=2.5),
+]
+
+
+@pytest.mark.parametrize("message", HOT, ids=lambda message: type(message).__name__)
+def test_the_messages_every_task_sends_cross_as_lists_and_each_field_is_checked(
+    message: Any,
+) -> None:
+    tag, fields = msgpack.unpackb(wire.encode_value(message))
+    assert type(fields) is list
+    assert wire.decode_value(msgpack.packb([tag, fields])) == message
+    malformed = [fields[:-1], [*fields, 1], "not a list"]
+    for index, value in enumerate(fields):
+        wrong = "not this" if type(value) in (dict, type(None)) else {"not": "this"}
+        malformed.append([*fields[:index], wrong, *fields[index + 1 :]])
+    for payload in malformed:
+        with pytest.raises(wire.WireError):
+            wire.decode_value(msgpack.packb([tag, payload]))
+
+
+def test_a_run_ended_with_an_unknown_outcome_or_a_run_with_a_bad_time_is_refused() -> None:
+    tag, ended = msgpack.unpackb(wire.encode_value(HOT[2]))
+    with pytest.raises(wire.WireError, match="outcome"):
+        wire.decode_value(msgpack.packb([tag, ["t1", "later", *ended[2:]]]))
+    tag, run = msgpack.unpackb(wire.encode_value(HOT[1]))
+    with pytest.raises(wire.WireError):
+        wire.decode_value(msgpack.packb([tag, [*run[:-1], ["yesterday", "UTC"]]]))

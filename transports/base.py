@@ -235,7 +235,7 @@ class Transport(Protocol):
         ...
 
 
-PROTOCOL = "trio-actors/3"
+PROTOCOL = "trio-actors/4"
 
 #: Close code of a link refused because its peer's name is taken: it is our own name, or
 #: another live link already carries it.
