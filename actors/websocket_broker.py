@@ -110,6 +110,8 @@ class WebSocketBroker(ActorBroker):
         #: Kicks the hub has not acknowledged yet, oldest first: resent after a reconnect
         #: or when overdue.
         self._unacked: dict[str, BrokerMessage] = {}
+        #: The ids of the kicks the hub had not accepted when the broker last shut down.
+        self.not_handed_over: list[str] = []
         self._all_acked = trio.Event()
         self._kicks_pending = trio.Event()  # set while _unacked holds kicks
         self._acked = trio.Event()  # set (and replaced) on each acknowledgement
@@ -204,6 +206,7 @@ class WebSocketBroker(ActorBroker):
         if self._unacked:
             with trio.move_on_after(self.hand_over_timeout):
                 await self._all_acked.wait()
+        self.not_handed_over = list(self._unacked)
         if self._unacked:
             log.warning(
                 "the hub at %s did not accept %d kicked tasks: %s",

@@ -427,19 +427,18 @@ async def run_client(
                 return
 
     began = trio.current_time()
-    async with broker:
-        async with trio.open_nursery() as nursery:
-            for n, i in enumerate(range(first, first + count)):
-                await trio.sleep_until(began + kick_for * n / count)
-                try:
-                    kicker = chaos_tasks.chaos.kicker().with_task_id(task_id(i))
-                    handle = await kicker.kiq(i, nap(i))
-                except SendTaskError:
-                    not_sent.append(i)
-                    continue
-                nursery.start_soon(wait, i, handle)
-            kicked = trio.current_time() - began
-        unacked = [int(unacked.removeprefix("chaos-")) for unacked in broker._unacked]
+    async with broker, trio.open_nursery() as nursery:
+        for n, i in enumerate(range(first, first + count)):
+            await trio.sleep_until(began + kick_for * n / count)
+            try:
+                kicker = chaos_tasks.chaos.kicker().with_task_id(task_id(i))
+                handle = await kicker.kiq(i, nap(i))
+            except SendTaskError:
+                not_sent.append(i)
+                continue
+            nursery.start_soon(wait, i, handle)
+        kicked = trio.current_time() - began
+    unacked = [int(unacked.removeprefix("chaos-")) for unacked in broker.not_handed_over]
     return {
         "first": first,
         "kicked": count,

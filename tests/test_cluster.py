@@ -277,6 +277,7 @@ async def test_kicks_lost_in_a_crash_of_the_hubs_broker_actor_are_sent_again(
         assert results == [0, 2, 4]
         assert next(calls) == 4  # one resend reached _enqueue; the others were dropped
     assert "did not accept" not in caplog.text
+    assert broker.not_handed_over == []
 
 
 async def test_time_labels_cross_a_link_as_plain_data(
@@ -393,6 +394,7 @@ async def test_leaving_says_which_kicks_the_hub_did_not_accept(
         nursery.cancel_scope.cancel()
     assert [type(message) for message in told] == [Kick]
     assert f"did not accept 1 kicked tasks: {handle.task_id}" in caplog.text
+    assert broker.not_handed_over == [handle.task_id]
 
 
 async def test_kicks_not_accepted_are_sent_again_after_a_reconnect(autojump_clock: Any) -> None:
