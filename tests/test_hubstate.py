@@ -359,7 +359,8 @@ async def test_runs_recovered_after_a_broker_actor_crash_go_back_to_their_worker
     """The broker actor crashes on the report of ``quick``'s run, so the file still says
     both tasks run. Rebuilt from it, the broker asks the worker what it holds: ``slow``
     is claimed back and runs once; ``quick``'s run, whose report was lost, is not, and
-    runs again once the reclaim window is over."""
+    runs again once the reclaim window is over. (Real time, short: under autojump_clock
+    this durable hub stopped handing out runs, as the other durable-hub tests here.)"""
     finished = BrokerActor._finished
     crashed: list[bool] = []
 
