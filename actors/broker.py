@@ -45,11 +45,14 @@ from .protocol import (
     GetResult,
     GetSchedules,
     GetTaskEvents,
+    Holding,
     Inspect,
     Kick,
     ListTasks,
     LiveTask,
     NodeLost,
+    Reannounce,
+    ReclaimOver,
     Run,
     RunEnded,
     Runs,
@@ -169,13 +172,24 @@ class BrokerActor(Actor[BrokerRequest]):
         self.max_queued = max_queued
         self.stats = state.stats
 
+    #: Seconds a run recovered from the store waits for its worker to claim it back.
+    reclaim_timeout = 10.0
+
     async def started(self) -> None:
+        #: Runs recovered for a known worker, until it claims them: task id: (its worker's
+        #: id, the delivery it was handed). See _recover.
+        self._unclaimed: dict[str, tuple[str, int]] = {}
         self._recover()
         self.nursery.start_soon(self._timer)
         for slot in self.state.workers.values():
             self._watch(slot.node)
         # Tasks handed to workers of a previous incarnation stay RUNNING; workers
         # report their end to whichever broker instance is alive then.
+        if self._unclaimed:
+            for worker_id in {worker_id for worker_id, _ in self._unclaimed.values()}:
+                with contextlib.suppress(ActorError):  # its node is gone: see NodeLost
+                    await self.state.workers[worker_id].ref.tell(Reannounce())
+            self.nursery.start_soon(self._reclaim_over)
 
     async def receive(self, message: BrokerRequest) -> Any:
         answer: Any = None
@@ -197,6 +211,10 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._kick(message)
         elif isinstance(message, Tick):
             await self._tick()
+        elif isinstance(message, Holding):
+            self._claim(message)
+        elif isinstance(message, ReclaimOver):
+            self._requeue_unclaimed()
         elif isinstance(message, NodeLost):
             self._node_lost(message.node)
         elif isinstance(message, WorkerReady):
@@ -266,12 +284,16 @@ class BrokerActor(Actor[BrokerRequest]):
 
     def _recover(self) -> None:
         """Rebuild the queue from a durable store (a start of the process, or of this actor
-        after a crash): what was committed is all there is. A task that was running is
-        queued again, its tries kept (the next run counts one more). A worker node cancels
-        its runs when its link to the hub goes, so after a restart of the hub there is no
-        run to get back; after a crash of this actor alone, the report of a run that ended
-        meanwhile may have been lost with it, so the run is not trusted either (a late
-        report of the old run is ignored: its delivery number is older)."""
+        after a crash): what was committed is all there is.
+
+        A task that was running stays RUNNING if its worker is still known (this actor
+        crashed, the links did not): the worker is asked which runs it holds
+        (:class:`Reannounce`), and those it claims within ``reclaim_timeout`` are its
+        again, their reports accepted, tries unchanged. The report of a run that ended
+        meanwhile may have been lost in the crash: a run nobody claims is queued again,
+        its tries kept (the next run counts one more). After a restart of the hub's
+        process no worker is known yet, and a worker node cancels its runs when its link
+        goes: every task that was running is queued again at once."""
         state = self.state
         queue = state.store.load(trio.current_time(), self.wall_clock().timestamp())
         if queue is None:
@@ -279,6 +301,44 @@ class BrokerActor(Actor[BrokerRequest]):
         state.queue = self.queue = queue
         for slot in state.workers.values():
             slot.running.clear()
+        now = trio.current_time()
+        running = [record for record in queue.records.values() if record.phase is Phase.RUNNING]
+        for record in running:
+            assert record.worker_id is not None
+            owner = state.workers.get(record.worker_id)
+            if owner is None:
+                queue.place(record, now)
+            else:
+                owner.running.add(record.task_id)
+                self._unclaimed[record.task_id] = (record.worker_id, record.tries)
+
+    def _claim(self, message: Holding) -> None:
+        """A worker says which runs it holds: those recovered for it are its again."""
+        slot = self.state.workers.get(message.worker_id)
+        if slot is None or slot.incarnation != message.incarnation:
+            return  # gone or restarted: its runs were (or will be) put back
+        for task_id in message.task_ids:
+            run = self._unclaimed.get(task_id)
+            if run is not None and run[0] == message.worker_id:
+                del self._unclaimed[task_id]
+
+    async def _reclaim_over(self) -> None:
+        await trio.sleep(self.reclaim_timeout)
+        await self.ref.tell(ReclaimOver())
+
+    def _requeue_unclaimed(self) -> None:
+        now = trio.current_time()
+        for task_id, (worker_id, delivery) in self._unclaimed.items():
+            record = self.queue.live(task_id)
+            if record is None or record.phase is not Phase.RUNNING:
+                continue  # it ended: its report came
+            if record.worker_id == worker_id and record.tries == delivery:  # not handed out again
+                slot = self.state.workers.get(worker_id)
+                if slot is not None:
+                    slot.running.discard(task_id)
+                task_event("requeued", task_id, record.message.task_name, worker=worker_id)
+                self.queue.place(record, now)
+        self._unclaimed.clear()
 
     async def _commit(self) -> bool:
         """Write what changed since the last commit; False if it could not be written:

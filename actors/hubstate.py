@@ -134,7 +134,7 @@ class SqliteQueueStore(QueueStore):
         """Rebuild the queue: every task as last committed, in the order first kicked.
 
         Due times and expiries were written as wall-clock instants, so they keep them.
-        A task that was running is queued again, its tries kept (see
+        A task that was running comes back RUNNING with its worker id and tries (see
         :meth:`~actors.broker.BrokerActor._recover`)."""
         collecting = gc.isenabled()
         gc.disable()  # a collection pass over the records made so far every few thousand
@@ -253,7 +253,7 @@ def _instant(epoch: float) -> pendulum.DateTime:
 def _record(task_id: str, data: bytes, now: float, wall: float) -> TaskRecord:
     fields: list[Any] = msgpack.unpackb(data, timestamp=3)
     name, body, labels, _, priority, tries, due, eta, expire, waiting, key, enqueued = fields[:12]
-    return TaskRecord(
+    record = TaskRecord(
         BrokerMessage(task_id, name, body, labels),
         Phase.WAITING,
         priority,
@@ -267,3 +267,6 @@ def _record(task_id: str, data: bytes, now: float, wall: float) -> TaskRecord:
         key,
         _instant(enqueued),
     )
+    if fields[3] == "running":  # its worker may claim it back (see BrokerActor._recover)
+        record.worker_id = fields[12]
+    return record

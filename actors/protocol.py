@@ -44,6 +44,7 @@ __all__ = [
     "GetResult",
     "GetSchedules",
     "GetTaskEvents",
+    "Holding",
     "Inspect",
     "IsReady",
     "Kick",
@@ -56,6 +57,8 @@ __all__ = [
     "NodeLost",
     "Overview",
     "Pushed",
+    "Reannounce",
+    "ReclaimOver",
     "Run",
     "RunEnded",
     "Runs",
@@ -193,6 +196,22 @@ class Finished:
 @attrs.define
 class Tick:
     """The broker's timer: scheduled tasks or expiries are due."""
+
+
+@attrs.define
+class Holding:
+    """A worker's answer to :class:`Reannounce`: the runs its start ``incarnation``
+    holds (waiting, running, or ended and not yet reported), by task id."""
+
+    worker_id: str
+    incarnation: int
+    task_ids: list[str]
+
+
+@attrs.define
+class ReclaimOver:
+    """The broker's reclaim window after a recovery is over: the runs no worker
+    claimed are queued again."""
 
 
 @attrs.define
@@ -447,6 +466,8 @@ BrokerRequest = (
     | WorkerTasks
     | Finished
     | Tick
+    | Holding
+    | ReclaimOver
     | NodeLost
     | Abort
     | Inspect
@@ -502,7 +523,12 @@ class FinishRuns:
     and its end was reported to the broker (a graceful shutdown waits for it)."""
 
 
-WorkerRequest = Runs | CancelRun | FinishRuns
+@attrs.define
+class Reannounce:
+    """From a broker rebuilt from its store: answer with :class:`Holding`."""
+
+
+WorkerRequest = Runs | CancelRun | FinishRuns | Reannounce
 
 # To the result store -------------------------------------------------------------------
 
@@ -627,8 +653,8 @@ StoreRequest = (
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
-    Abort, Inspect, Status, Drain, WorkerLeaving,
-    Run, Runs, CancelRun, FinishRuns,
+    Abort, Inspect, Status, Drain, WorkerLeaving, Holding, ReclaimOver,
+    Run, Runs, CancelRun, FinishRuns, Reannounce,
     StoreResult, Barrier, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed,
     GetResult, IsReady,
     SetProgress, GetProgress,

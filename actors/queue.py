@@ -113,12 +113,14 @@ class TaskQueue:
     def restore(self, records: list[TaskRecord], now: float) -> None:
         """Take tasks rebuilt from a durable hub's file, oldest first, all WAITING and
         linked to each other: as :meth:`add` then :meth:`place` each would, but with each
-        heap built once (a restart may bring back millions)."""
+        heap built once (a restart may bring back millions). A task with a ``worker_id``
+        was running: it stays RUNNING, for its worker to claim back."""
         ready, timers, seq = self._ready, self._timers, self._seq
         counts = self._counts
         waiting, scheduled, queued = (
             counts[Phase.WAITING], counts[Phase.SCHEDULED], counts[Phase.QUEUED]
         )  # fmt: skip
+        running = counts[Phase.RUNNING]
         for record in records:
             task_id = record.message.task_id
             self.records[task_id] = record
@@ -127,7 +129,10 @@ class TaskQueue:
             if record.expire_at is not None:
                 timers.append((record.expire_at, next(seq), record, Phase.EXPIRED))
             priority = record.priority
-            if record.waiting_on:
+            if record.worker_id is not None:
+                record.phase = Phase.RUNNING
+                running[priority] = running.get(priority, 0) + 1
+            elif record.waiting_on:
                 waiting[priority] = waiting.get(priority, 0) + 1
             elif record.eta is not None and record.eta > now:
                 record.phase = Phase.SCHEDULED

@@ -44,6 +44,8 @@ from .protocol import (
     Finished,
     FinishRuns,
     GetResult,
+    Holding,
+    Reannounce,
     Run,
     RunEnded,
     Runs,
@@ -179,6 +181,12 @@ class WorkerActor(Actor[WorkerRequest]):
             self._pending.extend(message.runs)
             self._held += len(message.runs)
             self._wake_runners(1, by_runner=False)
+        elif isinstance(message, Reannounce):
+            held = [run.message.task_id for run in self._pending]
+            held += self._scopes
+            held += [ended.task_id for ended in self._ended]
+            with contextlib.suppress(ActorError):  # the link went: the hub puts them back
+                await self.broker_ref.tell(Holding(self.worker_id, self.incarnation, held))
         elif isinstance(message, FinishRuns):
             reply = self.defer_reply()
             if reply is not None:

@@ -19,14 +19,16 @@ import trio
 from actors import SendTaskError, WebSocketBroker
 from actors.backends.results import SqliteResultBackend
 from actors.backends.schedules import SqliteScheduleSource
+from actors.broker import BrokerActor
 from actors.hub import serve_hub
 from actors.hubstate import HubStateError, SqliteQueueStore
 from actors.lifecycle import Phase
-from actors.protocol import Barrier, BrokerMessage, EncodedResult, StoreResult
+from actors.protocol import Barrier, BrokerMessage, EncodedResult, Finished, Run, StoreResult
 from actors.queue import TaskQueue, TaskRecord
 from actors.results import ResultStore
 from actors.runtime import Node
 from actors.schedules import ScheduledTask
+from actors.worker import WorkerActor
 from actors.worker_node import open_worker_node
 
 WALL = pendulum.datetime(2026, 1, 1)
@@ -349,3 +351,58 @@ async def test_schedules_and_the_queue_share_one_file_whichever_opens_it_first(
     state.close()
     assert [schedule.task_name for schedule in await source.get_schedules()] == ["job"]
     await source.shutdown()
+
+
+async def test_runs_recovered_after_a_broker_actor_crash_go_back_to_their_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker actor crashes on the report of ``quick``'s run, so the file still says
+    both tasks run. Rebuilt from it, the broker asks the worker what it holds: ``slow``
+    is claimed back and runs once; ``quick``'s run, whose report was lost, is not, and
+    runs again once the reclaim window is over. (Real time, short: under autojump_clock
+    this durable hub stopped handing out runs, as the other durable-hub tests here.)"""
+    finished = BrokerActor._finished
+    crashed: list[bool] = []
+
+    async def crash_on_quick(self: BrokerActor, message: Finished) -> None:
+        if not crashed and any(run.task_id == "quick" for run in message.runs):
+            crashed.append(True)
+            raise RuntimeError("the broker actor crashes")
+        await finished(self, message)
+
+    monkeypatch.setattr(BrokerActor, "_finished", crash_on_quick)
+    monkeypatch.setattr(BrokerActor, "reclaim_timeout", 2.0, raising=False)
+    execute = WorkerActor._execute
+    runs: list[tuple[str, int]] = []
+
+    async def spy(self: WorkerActor, run: Run) -> Any:
+        runs.append((run.message.task_id, run.tries))
+        return await execute(self, run)
+
+    monkeypatch.setattr(WorkerActor, "_execute", spy)
+    broker = WebSocketBroker("local://durable-hub", connect_timeout=10)
+
+    @broker.task
+    async def slow() -> str:
+        await trio.sleep(1)
+        return "slow"
+
+    @broker.task
+    async def quick() -> str:
+        return "quick"
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_hub_until, tmp_path / "hub.db", trio.CancelScope())
+        with trio.fail_after(60):
+            async with broker, open_worker_node(broker):
+                handle = await slow.kicker().with_task_id("slow").kiq()
+                while not runs:
+                    await trio.sleep(0.01)
+                await quick.kicker().with_task_id("quick").kiq()
+                assert await handle == "slow"
+                while len(runs) < 3:
+                    await trio.sleep(0.1)
+                await trio.sleep(0.5)  # a fourth run would start meanwhile
+        nursery.cancel_scope.cancel()
+    assert crashed
+    assert sorted(runs) == [("quick", 1), ("quick", 2), ("slow", 1)]
