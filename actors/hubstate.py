@@ -25,7 +25,7 @@ import trio
 from .lifecycle import Phase
 from .protocol import BrokerMessage
 from .queue import TaskQueue, TaskRecord
-from .result import as_pendulum_utc
+from .serializers import as_pendulum_utc
 
 __all__ = ["HubStateError", "MemoryQueueStore", "QueueStore", "SqliteQueueStore"]
 

@@ -42,7 +42,6 @@ __all__ = [
     "TaskProgress",
     "TaskiqMessage",
     "TaskiqResult",
-    "as_pendulum_utc",
     "as_seconds",
     "decode_error",
     "encode_error",
