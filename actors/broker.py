@@ -45,7 +45,6 @@ from .protocol import (
     GetResult,
     GetSchedules,
     GetTaskEvents,
-    Holding,
     Inspect,
     Kick,
     ListTasks,
@@ -158,6 +157,7 @@ class BrokerActor(Actor[BrokerRequest]):
         wall_clock: WallClock,
         encode_with: TaskiqSerializer | None = None,
         max_queued: int | None = None,
+        reclaim_timeout: float = 10.0,
     ) -> None:
         self.state = state
         self.queue = state.queue
@@ -170,26 +170,18 @@ class BrokerActor(Actor[BrokerRequest]):
         self._accepted: dict[tuple[str, str], list[str]] = {}  # acks owed, by client
         self._answers: list[tuple[Reply, Any]] = []  # Enqueue asks owed, once committed
         self.max_queued = max_queued
+        #: Seconds a run recovered from the store waits for its worker to claim it back.
+        self.reclaim_timeout = reclaim_timeout
         self.stats = state.stats
 
-    #: Seconds a run recovered from the store waits for its worker to claim it back.
-    reclaim_timeout = 10.0
-
     async def started(self) -> None:
-        #: Runs recovered for a known worker, until it claims them: task id: (its worker's
-        #: id, the delivery it was handed). See _recover.
+        #: Runs recovered from the store, until their worker claims them: task id: (its
+        #: worker's id, the delivery it was handed). See _recover.
         self._unclaimed: dict[str, tuple[str, int]] = {}
-        self._recover()
         self.nursery.start_soon(self._timer)
         for slot in self.state.workers.values():
             self._watch(slot.node)
-        # Tasks handed to workers of a previous incarnation stay RUNNING; workers
-        # report their end to whichever broker instance is alive then.
-        if self._unclaimed:
-            for worker_id in {worker_id for worker_id, _ in self._unclaimed.values()}:
-                with contextlib.suppress(ActorError):  # its node is gone: see NodeLost
-                    await self.state.workers[worker_id].ref.tell(Reannounce())
-            self.nursery.start_soon(self._reclaim_over)
+        await self._recover()
 
     async def receive(self, message: BrokerRequest) -> Any:
         answer: Any = None
@@ -211,10 +203,8 @@ class BrokerActor(Actor[BrokerRequest]):
             await self._kick(message)
         elif isinstance(message, Tick):
             await self._tick()
-        elif isinstance(message, Holding):
-            self._claim(message)
         elif isinstance(message, ReclaimOver):
-            self._requeue_unclaimed()
+            await self._requeue_unclaimed()
         elif isinstance(message, NodeLost):
             self._node_lost(message.node)
         elif isinstance(message, WorkerReady):
@@ -282,18 +272,17 @@ class BrokerActor(Actor[BrokerRequest]):
 
     # The store ---------------------------------------------------------------------------
 
-    def _recover(self) -> None:
+    async def _recover(self) -> None:
         """Rebuild the queue from a durable store (a start of the process, or of this actor
         after a crash): what was committed is all there is.
 
-        A task that was running stays RUNNING if its worker is still known (this actor
-        crashed, the links did not): the worker is asked which runs it holds
-        (:class:`Reannounce`), and those it claims within ``reclaim_timeout`` are its
-        again, their reports accepted, tries unchanged. The report of a run that ended
-        meanwhile may have been lost in the crash: a run nobody claims is queued again,
-        its tries kept (the next run counts one more). After a restart of the hub's
-        process no worker is known yet, and a worker node cancels its runs when its link
-        goes: every task that was running is queued again at once."""
+        A task that was running stays RUNNING, waiting for its worker to claim it back:
+        one this actor still knows (it crashed, the links did not) is asked at once
+        (:class:`Reannounce`); after a restart of the hub's process, a worker node
+        announces its workers again when it has redialled. A run claimed within
+        ``reclaim_timeout`` is its worker's again, its report accepted, its tries
+        unchanged. A run nobody claims (its worker is gone, or its report was lost in the
+        crash) is queued again, its tries kept (the next run counts one more)."""
         state = self.state
         queue = state.store.load(trio.current_time(), self.wall_clock().timestamp())
         if queue is None:
@@ -301,34 +290,43 @@ class BrokerActor(Actor[BrokerRequest]):
         state.queue = self.queue = queue
         for slot in state.workers.values():
             slot.running.clear()
-        now = trio.current_time()
-        running = [record for record in queue.records.values() if record.phase is Phase.RUNNING]
-        for record in running:
-            assert record.worker_id is not None
-            owner = state.workers.get(record.worker_id)
-            if owner is None:
-                queue.place(record, now)
-            else:
-                owner.running.add(record.task_id)
+        for record in queue.records.values():
+            if record.phase is Phase.RUNNING:
+                assert record.worker_id is not None
+                owner = state.workers.get(record.worker_id)
+                if owner is not None:
+                    owner.running.add(record.task_id)
                 self._unclaimed[record.task_id] = (record.worker_id, record.tries)
+        if self._unclaimed:
+            for slot in state.workers.values():
+                with contextlib.suppress(ActorError):  # its node is gone: see NodeLost
+                    await slot.ref.tell(Reannounce())
+            self.nursery.start_soon(self._reclaim_over)
 
-    def _claim(self, message: Holding) -> None:
-        """A worker says which runs it holds: those recovered for it are its again."""
-        slot = self.state.workers.get(message.worker_id)
-        if slot is None or slot.incarnation != message.incarnation:
-            return  # gone or restarted: its runs were (or will be) put back
-        for task_id in message.task_ids:
+    async def _claim(self, worker_id: str, slot: _WorkerSlot, holding: list[str]) -> None:
+        """A worker announced the runs it holds: those recovered for it are its again;
+        any other it does not run for this broker (it was queued again when its link
+        went, or ended meanwhile) is cancelled there."""
+        for task_id in holding:
             run = self._unclaimed.get(task_id)
-            if run is not None and run[0] == message.worker_id:
+            if run is not None and run[0] == worker_id:
                 del self._unclaimed[task_id]
+                slot.running.add(task_id)
+                if task_id in self.state.aborts:  # aborted while nobody held it
+                    with contextlib.suppress(ActorError):
+                        await slot.ref.tell(CancelRun(task_id))
+            elif task_id not in slot.running:
+                with contextlib.suppress(ActorError):  # its node is gone: see NodeLost
+                    await slot.ref.tell(CancelRun(task_id))
 
     async def _reclaim_over(self) -> None:
         await trio.sleep(self.reclaim_timeout)
         await self.ref.tell(ReclaimOver())
 
-    def _requeue_unclaimed(self) -> None:
+    async def _requeue_unclaimed(self) -> None:
         now = trio.current_time()
-        for task_id, (worker_id, delivery) in self._unclaimed.items():
+        unclaimed, self._unclaimed = self._unclaimed, {}
+        for task_id, (worker_id, delivery) in unclaimed.items():
             record = self.queue.live(task_id)
             if record is None or record.phase is not Phase.RUNNING:
                 continue  # it ended: its report came
@@ -336,9 +334,11 @@ class BrokerActor(Actor[BrokerRequest]):
                 slot = self.state.workers.get(worker_id)
                 if slot is not None:
                     slot.running.discard(task_id)
+                if task_id in self.state.aborts:
+                    await self._run_ended(RunEnded(task_id, "aborted"))
+                    continue
                 task_event("requeued", task_id, record.message.task_name, worker=worker_id)
                 self.queue.place(record, now)
-        self._unclaimed.clear()
 
     async def _commit(self) -> bool:
         """Write what changed since the last commit; False if it could not be written:
@@ -360,7 +360,7 @@ class BrokerActor(Actor[BrokerRequest]):
                 reply.fail(ActorError(f"the hub could not store the task: {exc}"))
             self._answers.clear()
             self._accepted.clear()
-            self._recover()
+            await self._recover()
             return False
         return True
 
@@ -501,15 +501,18 @@ class BrokerActor(Actor[BrokerRequest]):
         previous = self.state.workers.get(message.worker_id)
         worker = self.node.ref(message.actor, node=message.node)
         local = message.node == self.node.name
-        self.state.workers[message.worker_id] = _WorkerSlot(
+        slot = _WorkerSlot(
             worker,
             message.node,
             message.capacity,
             message.incarnation,
             None if local else frozenset(message.tasks),
         )
+        self.state.workers[message.worker_id] = slot
         self._watch(message.node)
-        if previous is not None:
+        if previous is not None and previous.incarnation == message.incarnation:
+            slot.running = previous.running  # announced again: the same runs
+        elif previous is not None:
             # The worker restarted: what it was running is delivered again, unless it
             # was being aborted (its cancel may have been lost with the old worker).
             now = trio.current_time()
@@ -521,6 +524,8 @@ class BrokerActor(Actor[BrokerRequest]):
                     await self._run_ended(RunEnded(task_id, "aborted"))
                 else:
                     self.queue.place(record, now)
+        if message.holding:
+            await self._claim(message.worker_id, slot, message.holding)
 
     def _free_worker(self, task_name: str | None = None) -> tuple[str, _WorkerSlot] | None:
         """The worker with the most free credit (that has ``task_name``, if given); None

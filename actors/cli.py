@@ -325,6 +325,13 @@ def _hub_arguments(parser: argparse.ArgumentParser) -> None:
         help="SQLite's synchronous setting for --state: full survives a power cut, normal "
         "only a crash of the process (default full; see docs/cluster.md)",
     )
+    parser.add_argument(
+        "--reclaim-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a task that was running when the hub stopped waits for its worker "
+        "to redial and claim it, before it is queued again (default 10)",
+    )
     _secret_arguments(parser)
     _http_arguments(parser)
     _operations_arguments(parser)
@@ -342,6 +349,8 @@ def _hub_command(args: argparse.Namespace) -> int:
     ssl_context = _tls(args.certfile, args.keyfile, None)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= 0:
         raise CommandError("--heartbeat-interval and --heartbeat-timeout must be positive")
+    if args.reclaim_timeout < 0:
+        raise CommandError("--reclaim-timeout must be 0 or more")
     if args.max_stored_results < -1 or args.max_result_memory < 0:
         raise CommandError("--max-stored-results must be -1 or more; --max-result-memory 0 or more")
     backend: AsyncResultBackend[Any] | None = None
@@ -370,6 +379,7 @@ def _hub_command(args: argparse.Namespace) -> int:
             max_queued=args.max_queued,
             state=args.state,
             synchronous=args.synchronous.upper(),
+            reclaim_timeout=args.reclaim_timeout,
         ) as hub:
             _banner(
                 f"hub listening at {hub.address}",

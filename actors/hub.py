@@ -76,6 +76,7 @@ async def open_hub(
     max_queued: int | None = 100_000,
     state: str | os.PathLike[str] | None = None,
     synchronous: Synchronous = "FULL",
+    reclaim_timeout: float = 10.0,
 ) -> AsyncIterator[Node]:
     """Run a hub for the block; ``node.address`` is where it listens.
 
@@ -92,7 +93,9 @@ async def open_hub(
     ``state``: a SQLite file that keeps the queue and (unless ``result_backend`` is
     given) the results, so a restarted hub carries on (see docs/cluster.md,
     "Durability"); ``synchronous`` is SQLite's setting for it. It raises
-    :class:`~actors.hubstate.HubStateError` if the file cannot be used.
+    :class:`~actors.hubstate.HubStateError` if the file cannot be used. A task that was
+    running when the hub stopped waits ``reclaim_timeout`` seconds for its worker to
+    redial and claim it, and is queued again after.
     """
     if max_queued is not None and max_queued < 1:
         raise ValueError(f"max_queued must be at least 1 or None, not {max_queued!r}")
@@ -116,8 +119,9 @@ async def open_hub(
 
             def broker() -> BrokerActor:
                 return BrokerActor(
-                    broker_state, node.ref(STORE_ACTOR), wall_clock, encode_with, max_queued
-                )
+                    broker_state, node.ref(STORE_ACTOR), wall_clock, encode_with, max_queued,
+                    reclaim_timeout,
+                )  # fmt: skip
 
             children = [
                 ChildSpec(

@@ -44,7 +44,6 @@ __all__ = [
     "GetResult",
     "GetSchedules",
     "GetTaskEvents",
-    "Holding",
     "Inspect",
     "IsReady",
     "Kick",
@@ -149,9 +148,11 @@ class Accepted:
 
 @attrs.define
 class WorkerReady:
-    """A worker (re)started and can run ``capacity`` tasks at once. It is the actor
-    ``actor`` on node ``node``; ``incarnation`` tells this start of the worker from
-    earlier ones (see :class:`Runs`); ``tasks`` are the task names it can run."""
+    """A worker (re)started, or announces itself again (see :class:`Reannounce`), and
+    can run ``capacity`` tasks at once. It is the actor ``actor`` on node ``node``;
+    ``incarnation`` tells this start of the worker from earlier ones (see
+    :class:`Runs`); ``tasks`` are the task names it can run; ``holding`` the task ids of
+    the runs it holds (waiting, running, or ended and not yet reported)."""
 
     node: str
     actor: str
@@ -159,6 +160,7 @@ class WorkerReady:
     capacity: int
     incarnation: int
     tasks: list[str] = attrs.field(factory=list)
+    holding: list[str] = attrs.field(factory=list)
 
 
 @attrs.define
@@ -196,16 +198,6 @@ class Finished:
 @attrs.define
 class Tick:
     """The broker's timer: scheduled tasks or expiries are due."""
-
-
-@attrs.define
-class Holding:
-    """A worker's answer to :class:`Reannounce`: the runs its start ``incarnation``
-    holds (waiting, running, or ended and not yet reported), by task id."""
-
-    worker_id: str
-    incarnation: int
-    task_ids: list[str]
 
 
 @attrs.define
@@ -466,7 +458,6 @@ BrokerRequest = (
     | WorkerTasks
     | Finished
     | Tick
-    | Holding
     | ReclaimOver
     | NodeLost
     | Abort
@@ -525,7 +516,9 @@ class FinishRuns:
 
 @attrs.define
 class Reannounce:
-    """From a broker rebuilt from its store: answer with :class:`Holding`."""
+    """Announce yourself again with a :class:`WorkerReady` that lists the runs held:
+    from a broker rebuilt from its store, or from the worker's node once its link to the
+    hub is back."""
 
 
 WorkerRequest = Runs | CancelRun | FinishRuns | Reannounce
@@ -653,7 +646,7 @@ StoreRequest = (
 for _cls in (
     BrokerMessage, EncodedResult, NoResult, LiveTask, StatusReply, TaskProgress,
     Enqueue, Kick, Accepted, WorkerReady, WorkerTasks, RunEnded, Finished, Tick, NodeLost,
-    Abort, Inspect, Status, Drain, WorkerLeaving, Holding, ReclaimOver,
+    Abort, Inspect, Status, Drain, WorkerLeaving, ReclaimOver,
     Run, Runs, CancelRun, FinishRuns, Reannounce,
     StoreResult, Barrier, CopyResult, WaitResult, StopWaiting, Watch, MarkRead, Pushed,
     GetResult, IsReady,

@@ -44,7 +44,6 @@ from .protocol import (
     Finished,
     FinishRuns,
     GetResult,
-    Holding,
     Reannounce,
     Run,
     RunEnded,
@@ -129,6 +128,9 @@ class WorkerActor(Actor[WorkerRequest]):
     With ``encode_results`` it hands the store results encoded with the broker's
     serializer (a store on a hub, which never decodes user data)."""
 
+    #: Seconds between tellings of the runs' ends while the broker cannot be reached.
+    retry_interval = 0.5
+
     def __init__(
         self,
         broker: TaskHost,
@@ -158,21 +160,27 @@ class WorkerActor(Actor[WorkerRequest]):
         self._idle: list[trio.lowlevel.Task] = []  # runners asleep in _wait_for_a_run
         self._waking = 0  # runners woken that have not yet looked at _pending
         self._ended: list[RunEnded] = []  # for the broker, at the reporter's next turn
+        # Results told to the store since the reporter's last turn (their ends are in
+        # _ended), and results to tell it again before those ends: see _reporter.
+        self._told: list[StoreResult] = []
+        self._unsent: list[StoreResult] = []
         self._reporter_asleep: trio.lowlevel.Task | None = None
         self._held = 0  # runs handed to this worker whose end is not yet reported
         self._finishing: list[Reply] = []  # FinishRuns asks, answered once _held is 0
         for _ in range(self.capacity):
             self.nursery.start_soon(self._runner)
         self.nursery.start_soon(self._reporter)
-        ref = self.ref
-        tasks = self.broker.task_names()
-        ready = WorkerReady(
-            ref.node_name, ref.name, self.worker_id, self.capacity, self.incarnation, tasks
-        )
         try:
-            await self.broker_ref.tell(ready)
-        except ActorError as exc:  # a remote broker's link is down: its node restarts us
+            await self._announce([])
+        except ActorError as exc:  # a remote broker's link is down: see Reannounce
             log.warning("worker %s could not announce itself: %s", self.worker_id, exc)
+
+    async def _announce(self, holding: list[str]) -> None:
+        ref, tasks = self.ref, self.broker.task_names()
+        ready = WorkerReady(
+            ref.node_name, ref.name, self.worker_id, self.capacity, self.incarnation, tasks, holding
+        )
+        await self.broker_ref.tell(ready)
 
     async def receive(self, message: WorkerRequest) -> None:
         if isinstance(message, Runs):
@@ -185,8 +193,8 @@ class WorkerActor(Actor[WorkerRequest]):
             held = [run.message.task_id for run in self._pending]
             held += self._scopes
             held += [ended.task_id for ended in self._ended]
-            with contextlib.suppress(ActorError):  # the link went: the hub puts them back
-                await self.broker_ref.tell(Holding(self.worker_id, self.incarnation, held))
+            with contextlib.suppress(ActorError):  # the link went again: so will this
+                await self._announce(held)
         elif isinstance(message, FinishRuns):
             reply = self.defer_reply()
             if reply is not None:
@@ -249,7 +257,12 @@ class WorkerActor(Actor[WorkerRequest]):
 
     async def _reporter(self) -> None:
         """Tell the broker how runs ended: all that ended since its last turn in one
-        message. Runs that never block end many to a turn (see ``_wake_runners``)."""
+        message. Runs that never block end many to a turn (see ``_wake_runners``).
+
+        While the hub's link is down, the ends wait here (with their results, told again
+        first: their first telling may have been lost with the link), and are told again
+        every ``retry_interval`` seconds: a hub that comes back within its reclaim timeout
+        takes them (see :meth:`~actors.broker.BrokerActor._recover`)."""
 
         def cancelled(_: object) -> trio.lowlevel.Abort:
             self._reporter_asleep = None
@@ -260,8 +273,17 @@ class WorkerActor(Actor[WorkerRequest]):
                 self._reporter_asleep = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(cancelled)
             ended, self._ended = self._ended, []
-            with contextlib.suppress(ActorError):  # the link went: the hub puts them back
+            told, self._told = self._told, []
+            try:
+                while self._unsent:
+                    await self.store.tell(self._unsent[0])
+                    del self._unsent[0]
                 await self.broker_ref.tell(Finished(self.worker_id, ended))
+            except ActorError:
+                self._unsent += told
+                self._ended[:0] = ended
+                await trio.sleep(self.retry_interval)
+                continue
             self._held -= len(ended)
             self._answer_finishing()
 
@@ -332,17 +354,23 @@ class WorkerActor(Actor[WorkerRequest]):
             )
             return
         ttl = ttl_label(run.message.labels) if run.message.labels else None  # most have none
+        if self.encode_results and result is not None:
+            stored = StoreResult(task_id, self._encoded(result), ttl)
+        else:
+            stored = StoreResult(task_id, result, ttl)
+        told: StoreResult | None = None
         try:
-            if self.encode_results and result is not None:
-                await self.store.tell(StoreResult(task_id, self._encoded(result), ttl))
-            else:
-                await self.store.tell(StoreResult(task_id, result, ttl))
-        except ActorError:
-            return  # the hub's link went: the hub puts this run back, nothing to report
+            await self.store.tell(stored)
+        except ActorError:  # the hub's link is down: the reporter tells it again
+            self._unsent.append(stored)
+        else:
+            told = stored
         if result is not None:
             for middleware in self.broker.middlewares:
                 await maybe_await(middleware.post_save(self._message_of(run), result))
         is_err = result is None or result.is_err
+        if told is not None:  # with its end, in case the reporter finds the link gone
+            self._told.append(told)
         self._run_ended(RunEnded(task_id, "done", is_err=is_err, delivery=run.tries))
 
     def _encoded(self, result: TaskiqResult[Any]) -> EncodedResult:

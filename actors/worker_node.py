@@ -21,7 +21,7 @@ from .events import TaskiqEvents
 from .exceptions import BrokerError
 from .facade import async_shared_broker
 from .hub import BROKER_ACTOR, STORE_ACTOR, transport_for
-from .protocol import FinishRuns, WorkerLeaving, WorkerTasks
+from .protocol import FinishRuns, Reannounce, WorkerLeaving, WorkerTasks
 from .runtime import ActorError, ChildSpec, Node, Supervisor, unique_node_name
 from .websocket_broker import WebSocketBroker
 from .worker import SyncThreads, WorkerActor
@@ -94,20 +94,17 @@ async def open_worker_node(
 
         children = [ChildSpec(_worker_actor(i), worker(i)) for i in range(workers)]
 
-        async def start_workers() -> None:
-            await node.spawn_supervisor(
-                lambda: Supervisor(children, max_restarts=10, within=5.0), name="taskq.workers"
-            )
-
-        async def restart_workers_on_relink() -> None:
-            """The hub puts back the runs of a worker node whose link went, so they are
-            cancelled here, and the workers start afresh (and announce themselves) once
-            the link is back."""
+        async def reannounce_on_relink() -> None:
+            """The workers keep their runs while the hub's link is down, and announce
+            them once it is back: a hub that restarted within its reclaim timeout gives
+            them back (one that did not, or that put them back in the queue when the link
+            went, cancels them)."""
             while True:
                 await node.wait_for_peer_lost(hub, timeout=math.inf)
-                await node.root.stop_child("taskq.workers")
                 await node.wait_for_peer(hub, timeout=math.inf)
-                await start_workers()
+                for index in range(workers):
+                    with contextlib.suppress(ActorError):  # restarting: it announces itself
+                        await node.ref(_worker_actor(index)).tell(Reannounce())
 
         registered = trio.Event()
 
@@ -122,16 +119,18 @@ async def open_worker_node(
                 await registered.wait()
                 registered = trio.Event()
                 for worker_id in worker_ids:
-                    with contextlib.suppress(ActorError):  # relinking workers announce all
+                    with contextlib.suppress(ActorError):  # the link is down: see Reannounce
                         await hub_broker.tell(WorkerTasks(worker_id, broker.task_names()))
 
         listeners = (broker.task_listeners, async_shared_broker.task_listeners)
         for listening in listeners:
             listening.append(on_task_registered)
             stack.callback(listening.remove, on_task_registered)
-        await start_workers()
+        await node.spawn_supervisor(
+            lambda: Supervisor(children, max_restarts=10, within=5.0), name="taskq.workers"
+        )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(restart_workers_on_relink)
+            nursery.start_soon(reannounce_on_relink)
             nursery.start_soon(announce_new_tasks)
             yield node
             nursery.cancel_scope.cancel()

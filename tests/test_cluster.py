@@ -253,6 +253,47 @@ async def test_a_run_that_ends_after_the_link_went_does_not_end_the_worker_node(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_run_the_hub_no_longer_knows_is_cancelled_when_its_worker_relinks(
+    autojump_clock: Any,
+) -> None:
+    """A worker node keeps its runs while the hub's link is down (a durable hub gives
+    them back); a hub that does not know a run the worker announces has it cancelled, so
+    it does not hold the worker's only slot."""
+    address = "local://hub-that-forgets"
+    ends: list[str] = []
+
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+        await nursery.start(hub_until, address, first)
+        broker = WebSocketBroker(address)
+
+        @broker.task
+        async def forever() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                ends.append("cancelled")
+
+        @broker.task
+        async def quick() -> str:
+            return "quick"
+
+        async with broker, open_worker_node(broker, max_async_tasks=1):
+            with trio.fail_after(30):
+                handle = await forever.kiq()
+                while (await handle.status()).name != "RUNNING":
+                    await trio.sleep(0.01)
+                first.cancel()  # a hub in memory: the next one knows nothing of it
+                assert broker.node is not None
+                await broker.node.wait_for_peer_lost("hub")
+                await trio.sleep(1)
+                assert ends == []  # kept while the link is down
+                await nursery.start(hub_until, address, trio.CancelScope())
+                assert await (await quick.kiq()) == "quick"
+                assert ends == ["cancelled"]
+        nursery.cancel_scope.cancel()
+
+
 async def test_kicks_lost_in_a_crash_of_the_hubs_broker_actor_are_sent_again(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, autojump_clock: Any
 ) -> None:

@@ -179,10 +179,19 @@ async def test_a_full_disk_fails_the_commit_and_keeps_what_was_committed(
 
 
 async def _hub_until(
-    state: Path, stop: trio.CancelScope, task_status: trio.TaskStatus[Node]
+    state: Path,
+    stop: trio.CancelScope,
+    reclaim_timeout: float = 10.0,
+    *,
+    task_status: trio.TaskStatus[Node],
 ) -> None:
     with stop:
-        await serve_hub("local://durable-hub", state=state, task_status=task_status)
+        await serve_hub(
+            "local://durable-hub",
+            state=state,
+            reclaim_timeout=reclaim_timeout,
+            task_status=task_status,
+        )
 
 
 async def test_a_hub_opened_again_on_its_file_runs_what_it_had(tmp_path: Path) -> None:
@@ -371,7 +380,6 @@ async def test_runs_recovered_after_a_broker_actor_crash_go_back_to_their_worker
         await finished(self, message)
 
     monkeypatch.setattr(BrokerActor, "_finished", crash_on_quick)
-    monkeypatch.setattr(BrokerActor, "reclaim_timeout", 2.0, raising=False)
     execute = WorkerActor._execute
     runs: list[tuple[str, int]] = []
 
@@ -392,7 +400,7 @@ async def test_runs_recovered_after_a_broker_actor_crash_go_back_to_their_worker
         return "quick"
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(_hub_until, tmp_path / "hub.db", trio.CancelScope())
+        await nursery.start(_hub_until, tmp_path / "hub.db", trio.CancelScope(), 2.0)
         with trio.fail_after(60):
             async with broker, open_worker_node(broker):
                 handle = await slow.kicker().with_task_id("slow").kiq()
