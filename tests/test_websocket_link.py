@@ -367,3 +367,40 @@ async def test_deliver_runs_the_handler_in_the_reader_task(nursery: trio.Nursery
             await link.deliver(handle)
     assert len(handled_in) == 3
     assert trio.lowlevel.current_task() not in handled_in
+
+
+class _StepsOf(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_send_goes_through_the_scheduler_once(nursery: trio.Nursery) -> None:
+    """The message leaves before the sender's one trip through the scheduler (the
+    socket's), not after a second one taking trio-websocket's send lock; the peer gets
+    every message in order."""
+    server = WebSocketTransport("server", SECRET)
+    got: list[bytes] = []
+
+    async def handler(link: Link) -> None:
+        got.extend([frame async for frame in link])
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    async with WebSocketTransport("client", SECRET).connect(address) as link:
+        steps = _StepsOf(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for i in range(5):
+                await link.send(b"%d" % i)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        await link.aclose()
+    with trio.fail_after(5):
+        while len(got) < 5:
+            await trio.sleep(0.01)
+    assert steps.steps == 5
+    assert got == [b"%d" % i for i in range(5)]

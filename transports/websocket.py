@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+from wsproto.events import BytesMessage
 from wsproto.utilities import LocalProtocolError
 
 from .base import (
@@ -140,10 +141,28 @@ class WebSocketLink(LinkBase):
             await self.aclose(reason, 1009)
             raise LinkClosed(reason, 1009)
         try:
-            await self._ws.send_message(bytes(frame))
+            await self._send_message(bytes(frame))
         except ConnectionClosed as exc:
             self._on_ws_closed(exc.reason)
             raise self._closed_error() from None
+
+    async def _send_message(self, frame: bytes) -> None:
+        """``ws.send_message``, without its trip through the scheduler when it takes
+        trio-websocket's send lock: with the lock free, the message leaves at once."""
+        ws = self._ws
+        lock = ws._stream_lock
+        if ws._close_reason or lock.locked():
+            await ws.send_message(frame)
+            return
+        data = ws._wsproto.send(BytesMessage(data=frame))
+        lock.acquire_nowait()
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise ConnectionClosed(ws._close_reason) from None
+        finally:
+            lock.release()
 
     async def receive(self) -> bytes:
         if self._closed is not None:
