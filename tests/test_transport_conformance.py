@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import trio
+import trio.testing
 
 from transports import (
     DEFAULT_MAX_FRAME,
@@ -367,3 +368,65 @@ async def test_cancelled_block_closes_the_link(net: Net, nursery: trio.Nursery) 
         assert scope.cancelled_caught
         await closed.wait()
     assert len(ended) == 1  # a graceful close is not promised under cancellation
+
+
+@pytest.mark.parametrize(("code", "raises"), [(1000, False), (4000, True)])
+async def test_deliver_hands_frames_in_order_until_the_close(
+    net: Net, nursery: trio.Nursery, code: int, raises: bool
+) -> None:
+    """Frames queued before ``deliver`` starts come first, then those read while it runs;
+    a normal close ends it, any other raises."""
+    server, client = net.pair()
+    sent_first = trio.Event()
+
+    async def handler(link: Link) -> None:
+        for i in range(5):
+            await link.send(b"%d" % i)
+        sent_first.set()
+        assert await link.receive() == b"go"
+        for i in range(5, 10):
+            await link.send(b"%d" % i)
+        await link.aclose("done", code)
+
+    address = await nursery.start(server.serve, net.listen_at, handler)
+    got: list[bytes] = []
+
+    async def handle(frame: bytes) -> bool:
+        got.append(frame)
+        return True
+
+    async with client.connect(address) as link:
+        with trio.fail_after(5):
+            await sent_first.wait()
+            await trio.testing.wait_all_tasks_blocked()  # the first five wait in the link
+            await link.send(b"go")
+            if raises:
+                with pytest.raises(LinkClosed) as closed:
+                    await link.deliver(handle)
+                assert closed.value.code == code
+            else:
+                await link.deliver(handle)
+    assert got == [b"%d" % i for i in range(10)]
+
+
+async def test_deliver_stops_when_the_handler_refuses(net: Net, nursery: trio.Nursery) -> None:
+    server, client = net.pair()
+
+    async def handler(link: Link) -> None:
+        for frame in (b"a", b"bad", b"c"):
+            await link.send(frame)
+        assert await link.receive() == b"still open"
+
+    address = await nursery.start(server.serve, net.listen_at, handler)
+    got: list[bytes] = []
+
+    async def handle(frame: bytes) -> bool:
+        got.append(frame)
+        return frame != b"bad"
+
+    async with client.connect(address) as link:
+        with trio.fail_after(5):
+            await link.deliver(handle)
+            assert link.state is LinkState.OPEN
+            await link.send(b"still open")
+    assert got == [b"a", b"bad"]

@@ -225,6 +225,11 @@ async def test_malformed_hello_fails_handshake_and_server_keeps_serving(
     assert handled == ["good"]
 
 
+async def refuse_all(frame: bytes) -> bool:
+    return False
+
+
+@pytest.mark.parametrize("reading", ["receive", "deliver"])
 @pytest.mark.parametrize(
     ("frame", "code", "log"),
     [("text is not a frame", 1003, "text frame"), (b"x" * 2048, 1009, "frame too big")],
@@ -235,13 +240,17 @@ async def test_bad_frame_after_handshake_closes_with_its_code(
     frame: str | bytes,
     code: int,
     log: str,
+    reading: str,
 ) -> None:
     server = WebSocketTransport("server", SECRET, max_frame=1024)
     handler_saw: list[int] = []
 
     async def handler(link: Link) -> None:
         try:
-            await link.receive()
+            if reading == "receive":
+                await link.receive()
+            else:
+                await link.deliver(refuse_all)
         except LinkClosed as exc:
             handler_saw.append(exc.code)
             raise
@@ -335,3 +344,63 @@ async def test_ping_during_server_close_does_not_crash_the_server(nursery: trio.
         async with WebSocketTransport("good", SECRET).connect(address) as link:
             await link.send(b"hello")
             assert await link.receive() == b"welcome"
+
+
+async def test_deliver_runs_the_handler_in_the_reader_task(nursery: trio.Nursery) -> None:
+    """No hand-over to the task that called ``deliver``: each frame costs no task switch
+    and no scheduler pass more than trio-websocket's reading it."""
+    server = WebSocketTransport("server", SECRET)
+    handled_in: list[trio.lowlevel.Task] = []
+
+    async def handler(link: Link) -> None:
+        await trio.testing.wait_all_tasks_blocked()  # the client waits in deliver
+        for _ in range(3):
+            await link.send(b"frame")
+
+    async def handle(frame: bytes) -> bool:
+        handled_in.append(trio.lowlevel.current_task())
+        return True
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    async with WebSocketTransport("client", SECRET).connect(address) as link:
+        with trio.fail_after(5):
+            await link.deliver(handle)
+    assert len(handled_in) == 3
+    assert trio.lowlevel.current_task() not in handled_in
+
+
+class _StepsOf(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_send_goes_through_the_scheduler_once(nursery: trio.Nursery) -> None:
+    """The message leaves before the sender's one trip through the scheduler (the
+    socket's), not after a second one taking trio-websocket's send lock; the peer gets
+    every message in order."""
+    server = WebSocketTransport("server", SECRET)
+    got: list[bytes] = []
+
+    async def handler(link: Link) -> None:
+        got.extend([frame async for frame in link])
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    async with WebSocketTransport("client", SECRET).connect(address) as link:
+        steps = _StepsOf(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for i in range(5):
+                await link.send(b"%d" % i)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        await link.aclose()
+    with trio.fail_after(5):
+        while len(got) < 5:
+            await trio.sleep(0.01)
+    assert steps.steps == 5
+    assert got == [b"%d" % i for i in range(5)]

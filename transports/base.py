@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "NAME_IN_USE",
     "Address",
+    "FrameHandler",
     "HandshakeError",
     "Link",
     "LinkBase",
@@ -109,6 +110,15 @@ class Link(Protocol):
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
+    async def deliver(self, handle: FrameHandler) -> None:
+        """Hand each received frame to ``handle``, in order, until the link closes
+        (returns when cleanly, 1000 or 1001, else raises :class:`LinkClosed`) or
+        ``handle`` returns False (returns; the link stays open)."""
+        ...
+
+
+#: Takes one received frame; False stops the link's delivery (see :meth:`Link.deliver`).
+FrameHandler = Callable[[bytes], Awaitable[bool]]
 
 LinkHandler = Callable[[Link], Awaitable[None]]
 
@@ -145,6 +155,11 @@ class LinkBase:
 
     def __aiter__(self) -> Self:
         return self
+
+    async def deliver(self, handle: FrameHandler) -> None:
+        async for frame in self:
+            if not await handle(frame):
+                return
 
     async def __anext__(self) -> bytes:
         try:

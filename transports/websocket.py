@@ -3,10 +3,13 @@
 A link's messages queue in trio-websocket's own channel, bounded by ``queue_size``,
 and :meth:`WebSocketLink.receive` takes them from there: no task of ours sits between
 the socket and the node's reader (an earlier pump task and a second channel cost each
-received message two task switches; a W2 round trip crosses four links). While that
-channel is full, trio-websocket's reader stops, so it answers no pings: back-pressure
-moves to TCP, and a consumer that leaves the channel full longer than the peer's
-heartbeat timeout loses the link: the buffer fails loudly instead of growing. Next to
+received message two task switches; a W2 round trip crosses four links).
+:meth:`WebSocketLink.deliver`, which a node uses, goes further: the node's handler runs
+in trio-websocket's reader task as each message is read, with no channel and no task
+switch. While that channel is full, or the handler waits, trio-websocket's reader
+stops, so it answers no pings: back-pressure moves to TCP, and a consumer that leaves
+it stopped longer than the peer's heartbeat timeout loses the link: the buffer fails
+loudly instead of growing. Next to
 the code that uses the link, in the nursery of the ``connect()`` block or of the
 server's per-connection handler (so it never outlives it), a *heartbeat* task pings
 every ``heartbeat_interval`` and closes the link with 1011 ("heartbeat timeout") when
@@ -22,22 +25,26 @@ lost or never made; a node also closes with 1007 (malformed link message) and 10
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
+from typing import Literal
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+from wsproto.events import BytesMessage
 from wsproto.utilities import LocalProtocolError
 
 from .base import (
     DEFAULT_MAX_FRAME,
     Address,
+    FrameHandler,
     LinkBase,
     LinkClosed,
     LinkHandler,
@@ -134,10 +141,28 @@ class WebSocketLink(LinkBase):
             await self.aclose(reason, 1009)
             raise LinkClosed(reason, 1009)
         try:
-            await self._ws.send_message(bytes(frame))
+            await self._send_message(bytes(frame))
         except ConnectionClosed as exc:
             self._on_ws_closed(exc.reason)
             raise self._closed_error() from None
+
+    async def _send_message(self, frame: bytes) -> None:
+        """``ws.send_message``, without its trip through the scheduler when it takes
+        trio-websocket's send lock: with the lock free, the message leaves at once."""
+        ws = self._ws
+        lock = ws._stream_lock
+        if ws._close_reason or lock.locked():
+            await ws.send_message(frame)
+            return
+        data = ws._wsproto.send(BytesMessage(data=frame))
+        lock.acquire_nowait()
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise ConnectionClosed(ws._close_reason) from None
+        finally:
+            lock.release()
 
     async def receive(self) -> bytes:
         if self._closed is not None:
@@ -149,10 +174,45 @@ class WebSocketLink(LinkBase):
             self._on_ws_closed(exc.reason)
             raise self._closed_error() from None
         if not isinstance(message, bytes):
-            logger.warning("%r: text frame received; closing (1003)", self)
-            await self.aclose("text frames are not part of the protocol", 1003)
-            raise self._closed_error()
+            raise await self._refuse_text()
         return message
+
+    async def _refuse_text(self) -> LinkClosed:
+        logger.warning("%r: text frame received; closing (1003)", self)
+        await self.aclose("text frames are not part of the protocol", 1003)
+        return self._closed_error()
+
+    async def deliver(self, handle: FrameHandler) -> None:
+        """Like ``async for``, but ``handle`` runs in trio-websocket's reader task, the
+        moment a message is read: no hand-over through trio-websocket's channel to a
+        task of ours (a task switch and a scheduler pass per message).
+
+        trio-websocket reads on while ``handle`` returns without waiting (mostly it
+        only puts messages into mailboxes); while ``handle`` waits, its reader stops,
+        as it does when its channel is full (see the module's docstring).
+        """
+        ws = self._ws
+        # What arrived before goes first, through the channel.
+        while ws._recv_channel.statistics().current_buffer_used:
+            if not await handle(await self.receive()):
+                return
+        sink = _Sink(ws._send_channel, handle)
+        ws._send_channel = sink  # type: ignore[assignment]
+        try:
+            # The sink takes every message: the channel only reports the close.
+            with contextlib.suppress(trio.EndOfChannel, trio.ClosedResourceError):
+                await ws._recv_channel.receive()
+        finally:
+            sink.stopped = True
+            ws._send_channel = sink.channel
+        if sink.ended == "refused":
+            return
+        if sink.ended == "text":
+            raise await self._refuse_text()
+        self._on_ws_closed(ws.closed)
+        closed = self._closed_error()
+        if closed.code not in (1000, 1001):
+            raise closed
 
     async def aclose(self, reason: str = "closed", code: int = 1000) -> None:
         if self._close_done is not None:
@@ -195,6 +255,35 @@ class WebSocketLink(LinkBase):
                 logger.warning("%r: no pong within %ss; closing (1011)", self, timeout)
                 await self.aclose("heartbeat timeout", 1011)
                 return
+
+
+class _Sink:
+    """Stands in for trio-websocket's message channel (its reader calls ``send`` for
+    each message and ``aclose`` when the websocket closes): hands each message to a
+    link's frame handler instead."""
+
+    def __init__(self, channel: trio.MemorySendChannel[bytes | str], handle: FrameHandler) -> None:
+        self.channel = channel
+        self._handle = handle
+        #: Why delivery stopped before the websocket closed: the handler refused a
+        #: message, or a text frame came.
+        self.ended: Literal["refused", "text"] | None = None
+        #: Whether delivery ended: later messages are dropped.
+        self.stopped = False
+
+    async def send(self, message: bytes | str) -> None:
+        if self.stopped:
+            return
+        if not isinstance(message, bytes):
+            self.ended = "text"
+        elif not await self._handle(message):
+            self.ended = "refused"
+        if self.ended is not None:
+            self.stopped = True
+            self.channel.close()  # wakes deliver(), which reports it
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()
 
 
 class WebSocketTransport:

@@ -671,13 +671,15 @@ class Node:
         peer.closed_by_us.set()
 
     async def _read(self, peer: _Peer) -> None:
-        async for data in peer.link:
+        malformed: list[wire.WireError] = []
+
+        async def handle(data: bytes) -> bool:
+            # Runs in the transport's reader task when it can (Link.deliver).
             try:
                 frames = wire.decode_frames(data)
             except wire.WireError as exc:
-                log.warning("malformed frame from %r: %s; closing that link", peer.name, exc)
-                await peer.link.aclose("malformed frame", 1007)
-                return
+                malformed.append(exc)
+                return False
             for frame in frames:
                 if isinstance(frame, wire.Ask):
                     # Meanwhile nothing more is read from the link: a peer that asks
@@ -685,6 +687,12 @@ class Node:
                     # the link to the heartbeat), and our memory stays bounded.
                     await peer.outbox.room_for_replies()
                 await self._dispatch(peer, frame)
+            return True
+
+        await peer.link.deliver(handle)
+        if malformed:
+            log.warning("malformed frame from %r: %s; closing that link", peer.name, malformed[0])
+            await peer.link.aclose("malformed frame", 1007)
 
     async def _dispatch(self, peer: _Peer, frame: wire.Frame) -> None:
         if isinstance(frame, wire.Answer | wire.Fault):
@@ -731,8 +739,12 @@ class Node:
         if overflow is None:
             if cell.mailbox.offer(message):
                 return
-            overflow = peer.overflow[cell.name] = _Overflow()
-            peer.deliveries.start_soon(self._drain, peer, cell.name, overflow)
+            overflow = _Overflow()
+            try:
+                peer.deliveries.start_soon(self._drain, peer, cell.name, overflow)
+            except RuntimeError:  # the link's nursery closed while we waited for room
+                raise PeerLostError(f"link to node {peer.name!r} closed") from None
+            peer.overflow[cell.name] = overflow
         overflow.messages.append(message)
 
     async def _drain(self, peer: _Peer, target: str, overflow: _Overflow) -> None:
