@@ -249,8 +249,10 @@ class WorkerActor(Actor[WorkerRequest]):
             task_event("aborted", run.message.task_id, run.message.task_name)
             self._run_ended(RunEnded(run.message.task_id, "aborted", delivery=run.tries))
 
-    def _run_ended(self, ended: RunEnded) -> None:
-        self._ended.append(ended)
+    def _run_ended(self, ended: RunEnded | None) -> None:
+        """Queue ``ended`` (if any) for the broker and wake the reporter."""
+        if ended is not None:
+            self._ended.append(ended)
         if self._reporter_asleep is not None:
             trio.lowlevel.reschedule(self._reporter_asleep)
             self._reporter_asleep = None
@@ -272,20 +274,26 @@ class WorkerActor(Actor[WorkerRequest]):
             if not self._ended:
                 self._reporter_asleep = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(cancelled)
-            ended, self._ended = self._ended, []
-            told, self._told = self._told, []
-            try:
-                while self._unsent:
-                    await self.store.tell(self._unsent[0])
-                    del self._unsent[0]
-                await self.broker_ref.tell(Finished(self.worker_id, ended))
-            except ActorError:
-                self._unsent += told
-                self._ended[:0] = ended
+            if not await self._tell_ends():
                 await trio.sleep(self.retry_interval)
-                continue
-            self._held -= len(ended)
-            self._answer_finishing()
+
+    async def _tell_ends(self) -> bool:
+        """Tell the store the results not yet told, then the broker the ends waiting;
+        False if the hub's link is down (they wait for the reporter's next turn)."""
+        ended, self._ended = self._ended, []
+        told, self._told = self._told, []
+        unsent, self._unsent = self._unsent, []
+        try:
+            for stored in unsent:
+                await self.store.tell(stored)
+            await self.broker_ref.tell(Finished(self.worker_id, ended))
+        except ActorError:
+            self._unsent[:0] = unsent + told
+            self._ended[:0] = ended
+            return False
+        self._held -= len(ended)
+        self._answer_finishing()
+        return True
 
     def _wake_runners(self, wanted: int, *, by_runner: bool) -> None:
         """Have ``wanted`` runners on their way to the waiting runs, counting those woken.
@@ -371,7 +379,15 @@ class WorkerActor(Actor[WorkerRequest]):
         is_err = result is None or result.is_err
         if told is not None:  # with its end, in case the reporter finds the link gone
             self._told.append(told)
-        self._run_ended(RunEnded(task_id, "done", is_err=is_err, delivery=run.tries))
+        ended = RunEnded(task_id, "done", is_err=is_err, delivery=run.tries)
+        if self._held == 1 and not self._ended and self._reporter_asleep is not None:
+            # The only run held: its end goes now, in the link message that carries its
+            # result, rather than at the reporter's turn (often a message of its own).
+            self._ended.append(ended)
+            if not await self._tell_ends():
+                self._run_ended(None)  # the reporter tells them again
+            return
+        self._run_ended(ended)
 
     def _encoded(self, result: TaskiqResult[Any]) -> EncodedResult:
         """The result as bytes for the store; a serializer failure stored in its place."""

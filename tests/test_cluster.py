@@ -34,12 +34,13 @@ from actors import (
     TaskProgress,
     TaskStatus,
     WebSocketBroker,
+    wire,
 )
 from actors.actor_broker import ActorBroker
 from actors.backends.results import InmemoryResultBackend
 from actors.broker import BrokerActor
 from actors.hub import BROKER_ACTOR, open_hub, serve_hub
-from actors.protocol import BrokerMessage, Kick
+from actors.protocol import BrokerMessage, Finished, Kick, StoreResult
 from actors.worker_node import open_worker_node
 
 SECRET = "the cluster's secret"
@@ -510,6 +511,30 @@ async def test_a_client_reads_the_results_of_its_kicks_without_asking_the_hub(
             assert asked == []
             assert (await handles[0].wait_result()).return_value == 1  # again: from the hub
             assert len(asked) == 1
+
+
+async def test_a_worker_holding_one_run_sends_its_result_and_end_in_one_link_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """W2's round trip: one link message from the worker, not one for the result and a
+    second for the report (which made the hub read twice before answering the client)."""
+    sent: list[list[type]] = []  # what each link message of the three nodes carries
+    real_encode = wire.encode_frames
+
+    def encode_frames(frames: list[wire.Frame]) -> bytes:
+        sent.append([type(wire.decode_value(f.body)) for f in frames if isinstance(f, wire.Tell)])
+        return real_encode(frames)
+
+    monkeypatch.setattr(wire, "encode_frames", encode_frames)
+    async with open_hub("local://") as hub:
+        assert hub.address is not None
+        broker, add = with_add(hub.address)
+        async with broker, open_worker_node(broker, workers=1):
+            with trio.fail_after(10):
+                for n in range(8):
+                    assert (await (await add.kiq(n, 1)).wait_result()).return_value == n + 1
+    from_worker = [kinds for kinds in sent if StoreResult in kinds or Finished in kinds]
+    assert from_worker == [[StoreResult, Finished]] * 8
 
 
 async def test_a_client_keeps_no_copy_of_results_it_waited_for_by_asking(
