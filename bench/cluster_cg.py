@@ -1,12 +1,14 @@
-"""W1 across a hub, a worker node and a client in one process, for instruction counts.
+"""W1 or W2 across a hub, a worker node and a client in one process, for instruction
+counts.
 
-    valgrind --tool=callgrind python bench/cluster_cg.py N
+    valgrind --tool=callgrind python bench/cluster_cg.py N [w1|w2]
 
-Runs ``N`` no-op tasks of W1 (``taskq_workloads.throughput``) through a hub on a loopback
-websocket, a worker node (30 tasks at a time) and a client, all in one ``trio.run``, as
-``cluster_bench.py`` does in three processes. Instructions per task are the difference
-between two sizes divided by the difference in tasks (start and stop cancel out). Lazy
-tells wait longer and heartbeats are off, since valgrind runs 50 times slower.
+Runs ``N`` no-op tasks of W1 (``taskq_workloads.throughput``), or ``N`` round trips of
+W2 (``taskq_workloads.latency``), through a hub on a loopback websocket, a worker node
+(30 tasks at a time) and a client, all in one ``trio.run``, as ``cluster_bench.py`` does
+in three processes. Instructions per task (or round trip) are the difference between two
+sizes divided by the difference in N (start and stop cancel out). Lazy tells wait longer
+and heartbeats are off, since valgrind runs 50 times slower.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def broker_at(url: str) -> WebSocketBroker:
     return broker
 
 
-async def main(tasks: int) -> dict[str, Any]:
+async def main(tasks: int, workload: str = "w1") -> dict[str, Any]:
     workloads.W1_TASKS = tasks
     node_module._LAZY_DELAY = 0.25
     async with open_hub("ws://127.0.0.1:0", heartbeat=(3600.0, 3600.0)) as hub:
@@ -51,8 +53,11 @@ async def main(tasks: int) -> dict[str, Any]:
                 assert not result.is_err, result.error
                 return result
 
+            if workload == "w2":
+                return await workloads.latency(noop.kiq, wait, tasks)
             return await workloads.throughput(noop.kiq, wait)
 
 
 if __name__ == "__main__":
-    print(trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    print(trio.run(main, count, sys.argv[2] if len(sys.argv) > 2 else "w1"))

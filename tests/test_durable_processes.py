@@ -23,6 +23,12 @@ def _hub(state: Path, listen: str, *options: str) -> tuple[subprocess.Popen[str]
     return _start("hub", "--listen", listen, "--state", str(state), *options, env=env)
 
 
+def _worker(url: str, slots: int) -> subprocess.Popen[str]:
+    env = program_env() | {"ACTORS_SECRET": SECRET, "HUB_URL": url}
+    args = ["tests.process_tasks:broker", "--max-async-tasks", str(slots)]
+    return _start("worker", *args, env=env)[0]
+
+
 def _kill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -42,8 +48,7 @@ async def test_a_killed_hub_restarted_on_its_state_file_runs_every_acknowledged_
     state = tmp_path / "hub.db"
     hub, line = _hub(state, "ws://127.0.0.1:0")
     url = line.rsplit(" ", 1)[1]
-    env = program_env() | {"ACTORS_SECRET": SECRET, "HUB_URL": url}
-    worker, _ = _start("worker", "tests.process_tasks:broker", "--max-async-tasks", "2", env=env)
+    worker = _worker(url, 2)
     gate, early_gate, log = tmp_path / "gate", tmp_path / "early-gate", tmp_path / "log"
     try:
         broker = WebSocketBroker(url, secret=SECRET, connect_timeout=30)
@@ -91,9 +96,7 @@ async def test_a_running_task_whose_worker_does_not_come_back_runs_again(
     state = tmp_path / "hub.db"
     hub, line = _hub(state, "ws://127.0.0.1:0")
     url = line.rsplit(" ", 1)[1]
-    env = program_env() | {"ACTORS_SECRET": SECRET, "HUB_URL": url}
-    worker_args = ["tests.process_tasks:broker", "--max-async-tasks", "1"]
-    worker, _ = _start("worker", *worker_args, env=env)
+    worker = _worker(url, 1)
     gate = tmp_path / "gate"
     try:
         broker = WebSocketBroker(url, secret=SECRET, connect_timeout=30)
@@ -107,7 +110,7 @@ async def test_a_running_task_whose_worker_does_not_come_back_runs_again(
                 _kill(worker)
                 hub, _ = _hub(state, url, "--reclaim-timeout", "1")
                 gate.touch()
-                worker, _ = _start("worker", *worker_args, env=env)
+                worker = _worker(url, 1)
                 assert (await running.wait_result()).tries == 2
     finally:
         _stop(worker)
