@@ -249,10 +249,11 @@ class WorkerActor(Actor[WorkerRequest]):
             task_event("aborted", run.message.task_id, run.message.task_name)
             self._run_ended(RunEnded(run.message.task_id, "aborted", delivery=run.tries))
 
-    def _run_ended(self, ended: RunEnded | None) -> None:
-        """Queue ``ended`` (if any) for the broker and wake the reporter."""
-        if ended is not None:
-            self._ended.append(ended)
+    def _run_ended(self, ended: RunEnded) -> None:
+        self._ended.append(ended)
+        self._wake_reporter()
+
+    def _wake_reporter(self) -> None:
         if self._reporter_asleep is not None:
             trio.lowlevel.reschedule(self._reporter_asleep)
             self._reporter_asleep = None
@@ -385,7 +386,7 @@ class WorkerActor(Actor[WorkerRequest]):
             # result, rather than at the reporter's turn (often a message of its own).
             self._ended.append(ended)
             if not await self._tell_ends():
-                self._run_ended(None)  # the reporter tells them again
+                self._wake_reporter()  # it tells them again
             return
         self._run_ended(ended)
 
