@@ -603,6 +603,11 @@ class BrokerActor(Actor[BrokerRequest]):
 
     def _node_lost(self, node: str) -> None:
         self._watched.discard(node)
+        if node in self.node.peers:
+            # Linked again before this was read: its workers announce themselves again
+            # (WorkerReady, keeping their runs); the new link is watched in its turn.
+            self._watch(node)
+            return
         lost = [worker_id for worker_id, slot in self.state.workers.items() if slot.node == node]
         for worker_id in lost:
             self._lost_worker(worker_id)
