@@ -170,8 +170,9 @@ async def test_each_side_fires_its_own_events() -> None:
 
 
 async def test_the_runs_of_a_worker_node_that_goes_away_go_to_another() -> None:
-    """A ``NodeLost`` the hub reads only once the node has linked again (its announcement
-    keeps the runs) drops nothing, and the new link is watched in its turn."""
+    """Tries counted. Before that, a ``NodeLost`` the hub reads only once the node has
+    linked again (its announcement keeps the runs) drops nothing, and the new link is
+    watched in its turn."""
     runs: list[int] = []
 
     async with open_hub("local://") as hub:
