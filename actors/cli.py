@@ -400,7 +400,7 @@ def _hub_command(args: argparse.Namespace) -> int:
         bad_state, rest = group.split(HubStateError)
         if bad_state is None or rest is not None:
             raise
-        raise CommandError(str(bad_state.exceptions[0])) from None
+        raise CommandError(str(_first_leaf(bad_state))) from None
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -414,6 +414,13 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--url", help="the hub's address (default: the broker's)")
     parser.add_argument("--cafile", help="CA certificates to check a wss:// hub with")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the first link to the hub before exiting with an error "
+        "(default 10); once linked, the worker redials for as long as it runs",
+    )
     _secret_arguments(parser)
     _operations_arguments(parser)
     parser.add_argument(
@@ -424,7 +431,16 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group`` that is not a group (nurseries nest them)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def _worker_command(args: argparse.Namespace) -> int:
+    from .exceptions import BrokerError
     from .websocket_broker import WebSocketBroker
     from .worker_node import finish_runs, open_worker_node
 
@@ -433,6 +449,8 @@ def _worker_command(args: argparse.Namespace) -> int:
     broker = _load_target(args, "BROKER", WebSocketBroker)
     if args.workers < 1 or args.max_async_tasks < 1:
         raise CommandError("--workers and --max-async-tasks must be at least 1")
+    if args.connect_timeout <= 0:
+        raise CommandError("--connect-timeout must be positive")
     secret = _secret(args)
 
     async def serve(stopping: trio.Event) -> None:
@@ -444,6 +462,7 @@ def _worker_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             max_async_tasks=args.max_async_tasks,
             sync_tasks_pool_size=args.sync_tasks_pool_size,
+            connect_timeout=args.connect_timeout,
         ) as node:
             _banner(
                 f"worker {node.name} serving {len(broker.tasks)} tasks",
@@ -459,7 +478,13 @@ def _worker_command(args: argparse.Namespace) -> int:
                 log.warning("grace period over: the tasks still running go back to the hub")
         # Leaving the block closes the link; the hub requeues what still ran here.
 
-    return trio.run(_until_signalled, serve, args.shutdown_timeout)
+    try:
+        return trio.run(_until_signalled, serve, args.shutdown_timeout)
+    except BaseExceptionGroup as group:
+        no_hub, rest = group.split(BrokerError)
+        if no_hub is None or rest is not None:
+            raise
+        raise CommandError(str(_first_leaf(no_hub))) from None
 
 
 def _watched_paths(args: argparse.Namespace) -> list[str]:

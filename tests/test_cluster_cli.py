@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,30 @@ STALLING_TASKS = textwrap.dedent(
         return "done"
     """
 )
+
+
+async def test_a_worker_with_no_hub_to_link_to_exits_with_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "cluster_tasks.py").write_text(TASKS)
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{probe.getsockname()[1]}"
+    env = program_env(tmp_path) | {"ACTORS_SECRET": SECRET, "HUB_URL": url}
+    worker = ["worker", "cluster_tasks:broker", "--connect-timeout", "0.5"]
+    done = await trio.run_process(
+        [sys.executable, "-m", "actors.cli", "--log-level", "WARNING", *worker],
+        cwd=ROOT,
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"actors worker: error: worker: no link to the hub at {url} within 0.5s "
+        "(is it running, with the same secret?)"
+    ]
 
 
 async def test_the_runs_of_a_killed_worker_process_go_to_another(tmp_path: Path) -> None:
