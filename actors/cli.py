@@ -394,13 +394,24 @@ def _hub_command(args: argparse.Namespace) -> int:
         # Leaving open_hub's block normally closes each link with 1001 (going away), after
         # sending what its outbox holds: clients and workers see the hub leave and redial.
 
+    return _serve_until_signalled(serve, args.shutdown_timeout, HubStateError)
+
+
+def _serve_until_signalled(
+    serve: Callable[[trio.Event], Awaitable[None]], grace: float, fatal: type[Exception]
+) -> int:
+    """``trio.run(_until_signalled, ...)``, with a ``fatal`` error out of ``serve`` (from
+    inside nurseries' exception groups) reported as a :class:`CommandError`."""
     try:
-        return trio.run(_until_signalled, serve, args.shutdown_timeout)
+        return trio.run(_until_signalled, serve, grace)
     except BaseExceptionGroup as group:
-        bad_state, rest = group.split(HubStateError)
-        if bad_state is None or rest is not None:
+        found, rest = group.split(fatal)
+        if found is None or rest is not None:
             raise
-        raise CommandError(str(_first_leaf(bad_state))) from None
+        error: BaseException = found
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise CommandError(str(error)) from None
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -429,14 +440,6 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="for development: run the worker in a child process and restart it when "
         "MODULE (its whole package) or a TASK_MODULE changes",
     )
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception in ``group`` that is not a group (nurseries nest them)."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 def _worker_command(args: argparse.Namespace) -> int:
@@ -478,13 +481,7 @@ def _worker_command(args: argparse.Namespace) -> int:
                 log.warning("grace period over: the tasks still running go back to the hub")
         # Leaving the block closes the link; the hub requeues what still ran here.
 
-    try:
-        return trio.run(_until_signalled, serve, args.shutdown_timeout)
-    except BaseExceptionGroup as group:
-        no_hub, rest = group.split(BrokerError)
-        if no_hub is None or rest is not None:
-            raise
-        raise CommandError(str(_first_leaf(no_hub))) from None
+    return _serve_until_signalled(serve, args.shutdown_timeout, BrokerError)
 
 
 def _watched_paths(args: argparse.Namespace) -> list[str]:

@@ -118,6 +118,20 @@ STALLING_TASKS = textwrap.dedent(
 )
 
 
+async def error_lines(*args: str, env: dict[str, str]) -> list[str]:
+    """``actors ARGS``, which must fail with exit status 2: what it wrote on stderr."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "actors.cli", "--log-level", "WARNING", *args],
+        cwd=ROOT,
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    return done.stderr.decode().splitlines()
+
+
 async def test_a_worker_with_no_hub_to_link_to_exits_with_a_one_line_error(
     tmp_path: Path,
 ) -> None:
@@ -127,18 +141,20 @@ async def test_a_worker_with_no_hub_to_link_to_exits_with_a_one_line_error(
         url = f"ws://127.0.0.1:{probe.getsockname()[1]}"
     env = program_env(tmp_path) | {"ACTORS_SECRET": SECRET, "HUB_URL": url}
     worker = ["worker", "cluster_tasks:broker", "--connect-timeout", "0.5"]
-    done = await trio.run_process(
-        [sys.executable, "-m", "actors.cli", "--log-level", "WARNING", *worker],
-        cwd=ROOT,
-        env=env,
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert done.stderr.decode().splitlines() == [
+    assert await error_lines(*worker, env=env) == [
         f"actors worker: error: worker: no link to the hub at {url} within 0.5s "
         "(is it running, with the same secret?)"
+    ]
+
+
+async def test_a_hub_on_a_file_that_is_not_its_state_exits_with_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "hub.db"
+    state.write_text("not a database")
+    hub = ["hub", "--listen", "ws://127.0.0.1:0", "--state", str(state)]
+    assert await error_lines(*hub, env=program_env() | {"ACTORS_SECRET": SECRET}) == [
+        f"actors hub: error: cannot use the state file {state}: file is not a database"
     ]
 
 
