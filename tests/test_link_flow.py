@@ -91,8 +91,9 @@ async def linked(
             yield server, client
 
 
+@pytest.mark.parametrize("timeout", [60, None])
 async def test_a_full_mailbox_holds_up_neither_other_actors_nor_asks_to_it(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, timeout: float | None
 ) -> None:
     gate = trio.Event()
     async with linked("local://") as (server, client):
@@ -105,7 +106,7 @@ async def test_a_full_mailbox_holds_up_neither_other_actors_nor_asks_to_it(
         answers: list[list[int]] = []
 
         async def ask_slow() -> None:
-            answers.append(await slow.ask(Get(), timeout=60))
+            answers.append(await slow.ask(Get(), timeout=timeout))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask_slow)

@@ -559,16 +559,21 @@ class Node:
         remote ask waits for room like a local one, without holding the link's reader."""
         peer = self._peer(node)
         body = self._encode(message, target)
-        delay, longest = _BUSY_BACKOFF
-        with trio.move_on_after(math.inf if timeout is None else timeout):
-            while True:
-                try:
-                    return await self._ask_once(peer, target, body)
-                except MailboxFullError:
-                    await trio.sleep(delay)
-                    delay = min(longest, delay * 2)
-                    peer = self._peer(node)
+        if timeout is None:  # no cancel scope to enter and leave, as in a local ask
+            return await self._ask_while_busy(node, peer, target, body)
+        with trio.move_on_after(timeout):
+            return await self._ask_while_busy(node, peer, target, body)
         raise AskTimeoutError(f"no reply from {target!r}@{node!r} within {timeout}s")
+
+    async def _ask_while_busy(self, node: str, peer: _Peer, target: str, body: bytes) -> Any:
+        delay, longest = _BUSY_BACKOFF
+        while True:
+            try:
+                return await self._ask_once(peer, target, body)
+            except MailboxFullError:
+                await trio.sleep(delay)
+                delay = min(longest, delay * 2)
+                peer = self._peer(node)
 
     async def _ask_once(self, peer: _Peer, target: str, body: bytes) -> Any:
         frame = wire.Ask("ask", next(self._ids), target, body)
