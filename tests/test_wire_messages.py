@@ -196,3 +196,15 @@ async def test_enums_and_datetimes_round_trip_in_messages_and_as_whole_replies()
                 when = await reporter.ask(GetTime())
                 assert isinstance(when, pendulum.DateTime)
                 assert (when, when.timezone_name) == (at, "Europe/Paris")
+
+
+def test_a_value_that_fails_to_encode_leaves_nothing_behind_for_the_next() -> None:
+    """Every message is packed by one shared packer: a failure midway must not leave
+    its first items in front of the next message's."""
+    with pytest.raises(wire.WireError):
+        wire.encode_value([1, 2, object()])
+    assert wire.decode_value(wire.encode_value(Job(3))) == Job(3)
+    with pytest.raises(wire.WireError):
+        wire.encode_frames([wire.Tell("tell", "a", object())])  # type: ignore[arg-type]
+    frames: list[wire.Frame] = [wire.Tell("tell", "b", b"y")]
+    assert wire.decode_frames(wire.encode_frames(frames)) == frames
