@@ -26,6 +26,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import math
 import pickle
 import uuid
 from abc import ABC, abstractmethod
@@ -199,6 +200,31 @@ _DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
 _NINETEEN_DIGITS = b"0" * 19
 
 
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _nulls_are_nones(value: Any) -> bool:
+    """Whether every null in orjson's JSON of ``value`` is a None: it holds plain JSON
+    types only (what ``default`` makes of others is not looked into) and no float that
+    is NaN or infinite."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _PLAIN_SCALARS:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 class JSONSerializer(TaskiqSerializer):
     """UTF-8 JSON (the default; see the module docstring): orjson where it gives the same
     bytes and values as the standard library, the standard library otherwise."""
@@ -208,7 +234,8 @@ class JSONSerializer(TaskiqSerializer):
     def dumpb(self, value: Any) -> bytes:
         try:
             data = orjson.dumps(value, default=_to_plain, option=_ORJSON_OPTIONS)
-            if b"null" not in data:  # a null may stand for a NaN or an infinity
+            # A null may stand for a NaN or an infinity (every result has one: its error).
+            if b"null" not in data or _nulls_are_nones(value):
                 # A copy: orjson's bytes keep the whole buffer it wrote into (4 KiB at
                 # least), and a kicked task's bytes live until it runs.
                 return bytes(memoryview(data))

@@ -182,6 +182,7 @@ def test_json_writes_and_reads_what_the_standard_library_does(value: Any) -> Non
     "value",
     [
         [float("nan"), float("inf"), float("-inf")],  # orjson would write null
+        {"error": None, "values": [1.5, float("nan")]},  # a None beside them
         2**64 + 1,  # orjson refuses to write it, and reads it back as a float
         -(2**70),
         {1: "int key"},  # orjson refuses; the standard library writes "1"
