@@ -8,10 +8,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from actors import WebSocketBroker, gather
+from actors import AsyncTaskiqTask, WebSocketBroker, gather
 
 from .process_tasks import SECRET, declare
 from .programs import program_env
@@ -36,6 +37,18 @@ def _kill(process: subprocess.Popen[str]) -> None:
     process.stdout.close()
 
 
+def _first_hub(state: Path) -> tuple[subprocess.Popen[str], str]:
+    """A durable hub on a free port, and its address (a restart reuses it)."""
+    hub, line = _hub(state, "ws://127.0.0.1:0")
+    return hub, line.rsplit(" ", 1)[1]
+
+
+async def _until_running(*handles: AsyncTaskiqTask[Any]) -> None:
+    for handle in handles:
+        while (await handle.status()).name != "RUNNING":
+            await trio.sleep(0.01)
+
+
 async def _until_acknowledged(broker: WebSocketBroker) -> None:
     # The client keeps each kick until the hub acknowledges it (committed, with --state).
     while broker._unacked:
@@ -46,8 +59,7 @@ async def test_a_killed_hub_restarted_on_its_state_file_runs_every_acknowledged_
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "hub.db"
-    hub, line = _hub(state, "ws://127.0.0.1:0")
-    url = line.rsplit(" ", 1)[1]
+    hub, url = _first_hub(state)
     worker = _worker(url, 2)
     gate, early_gate, log = tmp_path / "gate", tmp_path / "early-gate", tmp_path / "log"
     try:
@@ -64,9 +76,7 @@ async def test_a_killed_hub_restarted_on_its_state_file_runs_every_acknowledged_
                     await tasks.add.kicker().with_labels(delay=1.5).kiq(i, i) for i in range(3)
                 ]
                 await _until_acknowledged(broker)
-                for handle in (running, ends_early):
-                    while (await handle.status()).name != "RUNNING":
-                        await trio.sleep(0.01)
+                await _until_running(running, ends_early)
                 _kill(hub)
                 early_gate.touch()  # it ends while the hub is down: its worker keeps the end
                 await trio.sleep(0.5)
@@ -94,8 +104,7 @@ async def test_a_running_task_whose_worker_does_not_come_back_runs_again(
     ``--reclaim-timeout`` for the worker to claim the run, then queues it again, tries
     counted, and a new worker runs it."""
     state = tmp_path / "hub.db"
-    hub, line = _hub(state, "ws://127.0.0.1:0")
-    url = line.rsplit(" ", 1)[1]
+    hub, url = _first_hub(state)
     worker = _worker(url, 1)
     gate = tmp_path / "gate"
     try:
@@ -104,8 +113,7 @@ async def test_a_running_task_whose_worker_does_not_come_back_runs_again(
         with trio.fail_after(60):
             async with broker:
                 running = await tasks.gate.kiq(str(gate))
-                while (await running.status()).name != "RUNNING":
-                    await trio.sleep(0.01)
+                await _until_running(running)
                 _kill(hub)
                 _kill(worker)
                 hub, _ = _hub(state, url, "--reclaim-timeout", "1")
