@@ -22,6 +22,7 @@ from actors.serializers import (
     PickleSerializer,
     TaskiqSerializer,
     _from_plain,
+    _may_hold_a_long_integer,
     _to_plain,
     decode_datetime,
     encode_datetime,
@@ -175,6 +176,7 @@ def test_json_writes_and_reads_what_the_standard_library_does(value: Any) -> Non
     written = serializer.dumpb(value)
     # repr, so a NaN compares equal to a NaN
     assert repr(stdlib_loads(written)) == repr(stdlib_loads(stdlib_dumps(value)))
+    assert repr(serializer.loadb(written)) == repr(stdlib_loads(written))
     assert repr(serializer.loadb(stdlib_dumps(value))) == repr(stdlib_loads(stdlib_dumps(value)))
 
 
@@ -185,6 +187,7 @@ def test_json_writes_and_reads_what_the_standard_library_does(value: Any) -> Non
         {"error": None, "values": [1.5, float("nan")]},  # a None beside them
         2**64 + 1,  # orjson refuses to write it, and reads it back as a float
         -(2**70),
+        [4.1191000491380695e-05, 2**64 + 1],  # a fraction's long digits beside a long int
         {1: "int key"},  # orjson refuses; the standard library writes "1"
         ["null", "__datetime__"],  # strings that only look like what sends us the long way
         uuid.UUID(int=7),
@@ -195,6 +198,23 @@ def test_json_edge_values_match_the_standard_library(value: Any) -> None:
     assert repr(serializer.loadb(serializer.dumpb(value))) == repr(
         stdlib_loads(stdlib_dumps(value))
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "long"),
+    [
+        (b'{"execution_time":0.00004119100049138069}', False),  # orjson's digits
+        (b'{"execution_time":0.0012345678901234567}', False),
+        (b"[12345678901234567890]", True),
+        (b"[-1234567890123456789012]", True),
+        (b'{"n":1e+1234567890123456789}', True),
+        (b'["id 1234567890123456789"]', True),  # in a string: the long way, to be safe
+        (b"[123456789012345678]", False),  # 18 digits fit 64 bits
+    ],
+)
+def test_json_looks_closer_at_long_digit_runs(data: bytes, long: bool) -> None:
+    """Only a run of 19 digits that may be an integer sends JSON to the standard library."""
+    assert _may_hold_a_long_integer(data) is long
 
 
 def test_json_reads_an_escaped_lone_surrogate_and_refuses_to_write_one() -> None:
