@@ -32,6 +32,7 @@ from wsproto.events import (
 
 from transports import HandshakeError, Link, LinkClosed, LinkState, WebSocketTransport
 from transports.base import handshake
+from transports.websocket import WebSocketLink
 
 SECRET = b"cluster secret"
 
@@ -404,3 +405,24 @@ async def test_send_goes_through_the_scheduler_once(nursery: trio.Nursery) -> No
             await trio.sleep(0.01)
     assert steps.steps == 5
     assert got == [b"%d" % i for i in range(5)]
+
+
+async def test_both_ends_read_data_frames_on_the_short_path(nursery: trio.Nursery) -> None:
+    """``LeanFrames`` takes over once wsproto holds no bytes, a check that reads wsproto's
+    private state: on the installed wsproto both ends of a link read their messages on the
+    short path (with another, they would all go through wsproto, only slower)."""
+    server = WebSocketTransport("server", SECRET)
+    server_lean: list[bool] = []
+
+    async def handler(link: Link) -> None:
+        await link.send(await link.receive())
+        assert isinstance(link, WebSocketLink)
+        server_lean.append(link._frames._lean)
+
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    async with WebSocketTransport("client", SECRET).connect(address) as link:
+        with trio.fail_after(5):
+            await link.send(b"there")
+            assert await link.receive() == b"there"
+        assert link._frames._lean
+    assert server_lean == [True]

@@ -38,7 +38,6 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
-from wsproto.events import BytesMessage
 from wsproto.utilities import LocalProtocolError
 
 from .base import (
@@ -51,6 +50,7 @@ from .base import (
     Role,
     check_exposure,
 )
+from .wsframes import LeanFrames
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
 
@@ -124,6 +124,7 @@ class WebSocketLink(LinkBase):
     def __init__(self, ws: WebSocketConnection, *, name: str, max_frame: int) -> None:
         super().__init__(name)
         self._ws = ws
+        self._frames = LeanFrames.install(ws)
         self._max_frame = max_frame
         self._close_done: trio.Event | None = None
 
@@ -154,7 +155,7 @@ class WebSocketLink(LinkBase):
         if ws._close_reason or lock.locked():
             await ws.send_message(frame)
             return
-        data = ws._wsproto.send(BytesMessage(data=frame))
+        data = self._frames.send_binary(frame)
         lock.acquire_nowait()
         try:
             await ws._stream.send_all(data)
