@@ -380,10 +380,11 @@ class _StepsOf(trio.abc.Instrument):
             self.steps += 1
 
 
-async def test_send_goes_through_the_scheduler_once(nursery: trio.Nursery) -> None:
-    """The message leaves before the sender's one trip through the scheduler (the
-    socket's), not after a second one taking trio-websocket's send lock; the peer gets
-    every message in order."""
+async def test_a_send_the_socket_takes_at_once_does_not_go_through_the_scheduler(
+    nursery: trio.Nursery,
+) -> None:
+    """No trip through the scheduler for trio-websocket's send lock, nor for trio's
+    socket after a send that did not wait; the peer gets every message in order."""
     server = WebSocketTransport("server", SECRET)
     got: list[bytes] = []
 
@@ -403,8 +404,33 @@ async def test_send_goes_through_the_scheduler_once(nursery: trio.Nursery) -> No
     with trio.fail_after(5):
         while len(got) < 5:
             await trio.sleep(0.01)
-    assert steps.steps == 5
+    assert steps.steps == 0
     assert got == [b"%d" % i for i in range(5)]
+
+
+async def test_a_message_bigger_than_the_sockets_buffers_arrives_whole(
+    nursery: trio.Nursery,
+) -> None:
+    """The socket takes part of it at once; the rest waits for room, in order."""
+    size = 16 * 2**20
+    server = WebSocketTransport("server", SECRET, max_frame=size + 1024)
+    got: list[bytes] = []
+
+    async def handler(link: Link) -> None:
+        await trio.sleep(0.2)  # the client's send fills the socket's buffers meanwhile
+        got.extend([frame async for frame in link])
+
+    message = bytes(range(256)) * (size // 256)
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    async with WebSocketTransport("client", SECRET, max_frame=size + 1024).connect(address) as link:
+        with trio.fail_after(20):
+            await link.send(message)
+            await link.send(b"after it")
+        await link.aclose()
+    with trio.fail_after(20):
+        while len(got) < 2:
+            await trio.sleep(0.01)
+    assert got == [message, b"after it"]
 
 
 async def test_both_ends_read_data_frames_on_the_short_path(nursery: trio.Nursery) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -158,7 +159,7 @@ class WebSocketLink(LinkBase):
         data = self._frames.send_binary(frame)
         lock.acquire_nowait()
         try:
-            await ws._stream.send_all(data)
+            await _send_all(ws._stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await ws._abort_web_socket()
             raise ConnectionClosed(ws._close_reason) from None
@@ -256,6 +257,22 @@ class WebSocketLink(LinkBase):
                 logger.warning("%r: no pong within %ss; closing (1011)", self, timeout)
                 await self.aclose("heartbeat timeout", 1011)
                 return
+
+
+async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
+    """``stream.send_all(data)``; on a TCP stream whose socket takes it all at once,
+    without trio's trip through the scheduler after a send that did not wait (the
+    writer woke just to send; that second step was a task step and a scheduler pass
+    per link message)."""
+    if type(stream) is trio.SocketStream:
+        try:
+            sent = os.write(stream.socket.fileno(), data)
+        except OSError:  # full (BlockingIOError), or broken: trio says which
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    await stream.send_all(data)
 
 
 class _Sink:
