@@ -236,6 +236,7 @@ class WorkerActor(Actor[WorkerRequest]):
             while True:
                 woken_by_runner = False
                 while not self._pending:
+                    self.node.flush_links()  # its report leaves now: it waits next
                     woken_by_runner = await self._wait_for_a_run()
                 run = self._pending.popleft()
                 if self._pending:  # in case this run blocks: see _wake_runners

@@ -21,6 +21,7 @@ import trio.testing
 from actors import Actor, Node, wire
 from actors.runtime.node import _LAZY_DELAY
 from transports import Link, LocalTransport, WebSocketTransport
+from transports.local import LocalLink
 
 SECRET = b"flow test secret"
 
@@ -171,3 +172,69 @@ async def test_a_lazy_tell_travels_with_the_next_frame_or_after_a_short_delay(
             sent_at = trio.current_time()
             assert await received_values(peer) == [Noted(3)]  # alone, once the delay is over
             assert trio.current_time() - sent_at == pytest.approx(_LAZY_DELAY)
+
+
+@attrs.frozen
+class Forward:
+    """Tell ``count`` Puts to the actor "anyone" on node "peer"."""
+
+    count: int
+
+
+class Relay(Actor[Forward]):
+    async def receive(self, message: Forward) -> None:
+        for i in range(message.count):
+            await self.node.ref("anyone", node="peer").tell(Put(i))
+
+
+@pytest.fixture
+def slow_sends(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The frames that links of node "server" sent through ``Link.send`` (their writer's
+    way), not ``try_send``."""
+    sent: list[bytes] = []
+    send = LocalLink.send
+
+    async def counted(self: LocalLink, frame: bytes) -> None:
+        if self._name == "server":
+            sent.append(frame)
+        await send(self, frame)
+
+    monkeypatch.setattr(LocalLink, "send", counted)
+    return sent
+
+
+async def test_an_actor_sends_what_it_told_itself_once_its_batch_is_handled(
+    slow_sends: list[bytes],
+) -> None:
+    """One link message, from the actor's own task: the link's writer sends nothing."""
+    async with Node.open("server", listen="local://", secret=SECRET) as server:
+        assert server.address is not None
+        async with LocalTransport("peer", SECRET).connect(server.address) as peer:
+            await server.wait_for_peer("peer")
+            slow_sends.clear()  # the handshake's
+            relay = await server.spawn(Relay, name="relay")
+            with trio.fail_after(5):
+                await relay.tell(Forward(5))
+                assert await received_values(peer) == [Put(i) for i in range(5)]
+            assert slow_sends == []
+
+
+async def test_an_asker_sends_its_ask_before_it_waits(slow_sends: list[bytes]) -> None:
+    async with Node.open("server", listen="local://", secret=SECRET) as server:
+        assert server.address is not None
+        async with LocalTransport("peer", SECRET).connect(server.address) as peer:
+            await server.wait_for_peer("peer")
+            slow_sends.clear()  # the handshake's
+
+            async def answer() -> None:
+                [ask] = wire.decode_frames(await peer.receive())
+                assert isinstance(ask, wire.Ask)
+                assert wire.decode_value(ask.body) == Get()
+                body = wire.encode_value([7])
+                await peer.send(wire.encode_frames([wire.Answer("answer", ask.id, body)]))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer)
+                with trio.fail_after(5):
+                    assert await server.ref("anyone", node="peer").ask(Get()) == [7]
+            assert slow_sends == []

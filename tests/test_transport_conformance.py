@@ -97,6 +97,53 @@ async def test_frames_arrive_in_order_both_ways(net: Net, nursery: trio.Nursery)
     assert echoed == [b"echo:c%d" % i for i in range(50)]
 
 
+async def test_try_send_sends_at_once_in_order_with_send(net: Net, nursery: trio.Nursery) -> None:
+    """A frame try_send takes needs no trip through the scheduler, and keeps its place
+    among frames sent either way."""
+    server, client = net.pair()
+    got: list[bytes] = []
+
+    async def handler(link: Link) -> None:
+        got.extend([frame async for frame in link])
+
+    address = await nursery.start(server.serve, net.listen_at, handler)
+    async with client.connect(address) as link:
+        with trio.fail_after(5):
+            for i in range(30):
+                if i % 3:
+                    assert link.try_send(b"%d" % i)
+                else:
+                    await link.send(b"%d" % i)
+    with trio.fail_after(5):
+        while len(got) < 30:
+            await trio.sleep(0.01)
+    assert got == [b"%d" % i for i in range(30)]
+
+
+async def test_try_send_refuses_what_it_cannot_send_and_sends_nothing(
+    net: Net, nursery: trio.Nursery
+) -> None:
+    server = net.make("server")
+    client = net.make("client", max_frame=100)
+    got: list[bytes] = []
+
+    async def handler(link: Link) -> None:
+        got.extend([frame async for frame in link])
+
+    address = await nursery.start(server.serve, net.listen_at, handler)
+    async with client.connect(address) as link:
+        assert not link.try_send(b"x" * 101)  # too big: send() closes the link (1009)
+        assert link.state is LinkState.OPEN
+        assert link.try_send(b"last")
+        await link.aclose()
+        assert not link.try_send(b"after the close")
+    with trio.fail_after(5):
+        while not got:
+            await trio.sleep(0.01)
+        await trio.sleep(0.05)
+    assert got == [b"last"]
+
+
 async def test_peer_names_known_after_handshake(net: Net, nursery: trio.Nursery) -> None:
     server = net.make("server")
     client = net.make("client-a")

@@ -408,6 +408,39 @@ async def test_a_send_the_socket_takes_at_once_does_not_go_through_the_scheduler
     assert got == [b"%d" % i for i in range(5)]
 
 
+async def test_the_rest_of_a_frame_try_send_began_goes_before_anything_else(
+    nursery: trio.Nursery,
+) -> None:
+    """The socket takes part of a big frame; the link's task sends the rest, holding the
+    send lock, so the next message and the heartbeat's pings wait their turn."""
+    size = 16 * 2**20
+    server = WebSocketTransport("server", SECRET, max_frame=size + 1024)
+    client = WebSocketTransport(
+        "client", SECRET, max_frame=size + 1024, heartbeat_interval=0.02, heartbeat_timeout=10
+    )
+    got: list[bytes] = []
+
+    async def handler(link: Link) -> None:
+        await trio.sleep(0.3)  # the socket's buffers fill meanwhile, pings queue up
+        got.extend([frame async for frame in link])
+
+    message = bytes(range(256)) * (size // 256)
+    address = await nursery.start(server.serve, "ws://127.0.0.1:0", handler)
+    async with client.connect(address) as link:
+        assert isinstance(link, WebSocketLink)
+        assert link.try_send(message)
+        assert link._send_lock.value == 0  # the rest is still being sent
+        assert not link.try_send(b"busy")  # nothing may go between
+        with trio.fail_after(20):
+            await link.send(b"after it")
+            await trio.sleep(0.1)  # pings and pongs go on after the big frame
+        await link.aclose()
+    with trio.fail_after(20):
+        while len(got) < 2:
+            await trio.sleep(0.01)
+    assert got == [message, b"after it"]
+
+
 async def test_a_message_bigger_than_the_sockets_buffers_arrives_whole(
     nursery: trio.Nursery,
 ) -> None:

@@ -100,6 +100,13 @@ class Link(Protocol):
         """Send one frame; raises :class:`LinkClosed` once the link is closed."""
         ...
 
+    def try_send(self, frame: bytes) -> bool:
+        """Send one frame from the calling task without waiting, if the link can take it
+        now; False, with nothing sent, if it cannot (closed, busy sending, too big, or a
+        transport that always waits), and :meth:`send` is then the way. A frame taken is
+        sent before any frame sent after it."""
+        ...
+
     async def receive(self) -> bytes:
         """Receive one frame; raises :class:`LinkClosed` once the link is closed."""
         ...
@@ -146,6 +153,9 @@ class LinkBase:
 
     async def send(self, frame: bytes) -> None:
         raise NotImplementedError
+
+    def try_send(self, frame: bytes) -> bool:
+        return False
 
     async def receive(self) -> bytes:
         raise NotImplementedError

@@ -100,6 +100,18 @@ class LocalLink(LinkBase):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._closed_error() from None
 
+    def try_send(self, frame: bytes) -> bool:
+        other = self._other
+        if self._closed is not None or len(frame) > self._max_frame:
+            return False
+        if other is not None and len(frame) > other._max_frame:
+            return False  # send() closes the link, as a websocket peer would
+        try:
+            self._outbox.send_nowait(frame)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
     async def receive(self) -> bytes:
         try:
             return await self._inbox.receive()

@@ -126,6 +126,13 @@ class WebSocketLink(LinkBase):
         super().__init__(name)
         self._ws = ws
         self._frames = LeanFrames.install(ws)
+        # trio-websocket's send lock (it only enters it with ``async with``), as a
+        # semaphore: a frame try_send began is finished by another task, which releases it.
+        ws._stream_lock = self._send_lock = trio.Semaphore(1)  # type: ignore[assignment]
+        #: Frames go out with one os.write on a plain TCP stream (not through TLS).
+        self._fd = ws._stream.socket.fileno() if type(ws._stream) is trio.SocketStream else -1
+        #: Where the rest of a frame the socket took only part of is sent (open_link's).
+        self._tasks: trio.Nursery | None = None
         self._max_frame = max_frame
         self._close_done: trio.Event | None = None
 
@@ -149,22 +156,50 @@ class WebSocketLink(LinkBase):
             raise self._closed_error() from None
 
     async def _send_message(self, frame: bytes) -> None:
-        """``ws.send_message``, without its trip through the scheduler when it takes
-        trio-websocket's send lock: with the lock free, the message leaves at once."""
+        """``ws.send_message``, without its trip through the scheduler when nothing else
+        is being sent (see :meth:`try_send`)."""
+        if not self.try_send(frame):
+            await self._ws.send_message(frame)  # waits its turn; raises once closed
+
+    def try_send(self, frame: bytes) -> bool:
+        """On a plain TCP stream with nothing else being sent: one ``os.write``, and no
+        trip through the scheduler (trio's socket makes one after every send, and
+        trio-websocket another for its free lock: a task step and a scheduler pass per
+        link message). What the socket does not take at once, a task of the link sends,
+        holding the send lock meanwhile."""
         ws = self._ws
-        lock = ws._stream_lock
-        if ws._close_reason or lock.locked():
-            await ws.send_message(frame)
-            return
+        lock = self._send_lock
+        if (
+            self._fd < 0
+            or self._tasks is None
+            or self._closed is not None
+            or ws._close_reason
+            or lock.value == 0
+            or len(frame) > self._max_frame
+        ):
+            return False
         data = self._frames.send_binary(frame)
         lock.acquire_nowait()
         try:
-            await _send_all(ws._stream, data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await ws._abort_web_socket()
-            raise ConnectionClosed(ws._close_reason) from None
-        finally:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # broken: send() reports it, as trio-websocket does
             lock.release()
+            return False
+        if sent == len(data):
+            lock.release()
+        else:
+            self._tasks.start_soon(self._send_rest, data[sent:])
+        return True
+
+    async def _send_rest(self, data: bytes) -> None:
+        try:
+            await self._ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._ws._abort_web_socket()  # the reader reports the close
+        finally:
+            self._send_lock.release()
 
     async def receive(self) -> bytes:
         if self._closed is not None:
@@ -259,22 +294,6 @@ class WebSocketLink(LinkBase):
                 return
 
 
-async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
-    """``stream.send_all(data)``; on a TCP stream whose socket takes it all at once,
-    without trio's trip through the scheduler after a send that did not wait (the
-    writer woke just to send; that second step was a task step and a scheduler pass
-    per link message)."""
-    if type(stream) is trio.SocketStream:
-        try:
-            sent = os.write(stream.socket.fileno(), data)
-        except OSError:  # full (BlockingIOError), or broken: trio says which
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    await stream.send_all(data)
-
-
 class _Sink:
     """Stands in for trio-websocket's message channel (its reader calls ``send`` for
     each message and ``aclose`` when the websocket closes): hands each message to a
@@ -356,6 +375,7 @@ class WebSocketTransport:
         link = WebSocketLink(ws, name=self.name, max_frame=self.max_frame)
         with _collapse_groups():
             async with trio.open_nursery() as nursery:
+                link._tasks = nursery
                 try:
                     role: Role = "dialler" if ws.is_client else "listener"
                     await link._handshake(self.secret, role, self.handshake_timeout)

@@ -172,6 +172,7 @@ class ActorCell(Generic[M]):
                         await actor.drained()
                         if self.stopping:
                             return
+                        self.node.flush_links()  # what it told leaves now: it waits next
                     message, reply = await receiver.receive()
                     in_a_row = 1
             except (trio.EndOfChannel, trio.ClosedResourceError):

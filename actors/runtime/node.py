@@ -131,9 +131,12 @@ class _Outbox:
     whichever comes first.
     """
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, link: Link, due: set[_Outbox]) -> None:
         self._frames: deque[wire.Frame] = deque()
         self._max_frame = max_frame
+        self._link = link
+        #: The node's outboxes with frames to send (see :meth:`Node.flush_links`).
+        self._due_outboxes = due
         #: Replies among the waiting frames, and their size.
         self.replies = 0
         self.reply_bytes = 0
@@ -184,6 +187,7 @@ class _Outbox:
     def _push_due(self) -> None:
         self._due = True
         self._pushed.set()
+        self._due_outboxes.add(self)
 
     async def room_for_replies(self) -> None:
         while self.replies_full():
@@ -198,23 +202,40 @@ class _Outbox:
                 await self._pushed.wait()
             if not self._frames:
                 return []
+        batch = self._oldest()
+        self._remove(batch)
+        return batch
+
+    def flush(self) -> None:
+        """Send the oldest frames from the calling task if the link takes them now
+        (:meth:`Link.try_send`); else they stay for the writer."""
+        if self._due and not self.closed:
+            batch = self._oldest()
+            if self._link.try_send(wire.encode_frames(batch)):
+                self._remove(batch)
+
+    def _oldest(self) -> list[wire.Frame]:
+        """The oldest frames, as many as fit one link message."""
         batch: list[wire.Frame] = []
         size = 0
-        while self._frames and len(batch) < _BATCH:
-            frame = self._frames[0]
+        for frame in self._frames:
             frame_size = wire.frame_size(frame)
-            if batch and size + frame_size > self._max_frame:
+            if batch and (size + frame_size > self._max_frame or len(batch) == _BATCH):
                 break
-            batch.append(self._frames.popleft())
+            batch.append(frame)
             size += frame_size
+        return batch
+
+    def _remove(self, batch: list[wire.Frame]) -> None:
+        for _ in batch:
+            frame = self._frames.popleft()
             if isinstance(frame, wire.Answer | wire.Fault):
                 self.replies -= 1
-                self.reply_bytes -= frame_size
+                self.reply_bytes -= wire.frame_size(frame)
         self._due = bool(self._frames)
         if not self._frames:
             self._lazy_deadline = math.inf
         self._wake_takers()
-        return batch
 
     async def send_lazy_frames(self) -> None:
         """Wake the writer for lazy frames that waited ``_LAZY_DELAY`` seconds.
@@ -379,6 +400,7 @@ class Node:
         self.address: str | None = None
         self._registry: dict[str, ActorCell[Any]] = {}
         self._peers: dict[str, _Peer] = {}
+        self._due_outboxes: set[_Outbox] = set()
         self._peers_changed = trio.Event()
         #: Links opened, by peer name (one more than a peer's reconnects).
         self.links_opened: collections.Counter[str] = collections.Counter()
@@ -581,9 +603,21 @@ class Node:
         peer.pending[frame.id] = reply
         try:
             await self._send(peer, frame)
+            self.flush_links()  # we wait now: the writer need not wake to send it
             return await reply.wait()
         finally:
             peer.pending.pop(frame.id, None)
+
+    def flush_links(self) -> None:
+        """Send the frames waiting for each link from the calling task, where the link
+        takes them without waiting; the rest stay for the links' writers.
+
+        For a task about to wait (an actor that handled its messages, an asker): its
+        frames then leave before the writer, woken to send them, gets its turn, one task
+        step and one scheduler pass before. A writer finding nothing left waits again."""
+        due = self._due_outboxes
+        while due:
+            due.pop().flush()
 
     def _peer(self, node: str) -> _Peer:
         peer = self._peers.get(node)
@@ -642,7 +676,7 @@ class Node:
             )
             await link.aclose(f"a node named {link.peer!r} is already linked", NAME_IN_USE)
             return
-        peer = _Peer(link.peer, link, _Outbox(self.max_frame))
+        peer = _Peer(link.peer, link, _Outbox(self.max_frame, link, self._due_outboxes))
         self._peers[peer.name] = peer
         self.links_opened[peer.name] += 1
         self._notify_peers()
