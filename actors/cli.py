@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -401,7 +402,12 @@ def _serve_until_signalled(
     serve: Callable[[trio.Event], Awaitable[None]], grace: float, fatal: type[Exception]
 ) -> int:
     """``trio.run(_until_signalled, ...)``, with a ``fatal`` error out of ``serve`` (from
-    inside nurseries' exception groups) reported as a :class:`CommandError`."""
+    inside nurseries' exception groups) reported as a :class:`CommandError`.
+
+    What exists by now (modules, the app and its tasks) lives as long as the process:
+    frozen, it is left out of the garbage collector's full collections (a hub's took
+    20-30 ms of a W1 run of 10,000 tasks, 0 frozen)."""
+    gc.freeze()
     try:
         return trio.run(_until_signalled, serve, grace)
     except BaseExceptionGroup as group:
