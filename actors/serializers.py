@@ -69,6 +69,9 @@ class TaskiqSerializer(ABC):
 
 # Typed by hand: typeshed does not know the pickle-state form used below.
 _new_datetime = cast(Callable[..., pendulum.DateTime], datetime.datetime.__new__)
+_new_naive = cast(Callable[..., datetime.datetime], datetime.datetime.__new__)
+#: The standard library's, not pendulum's (which gives its fields instead).
+_datetime_state = datetime.datetime.__reduce__
 
 
 def as_pendulum_utc(instant: datetime.datetime) -> pendulum.DateTime:
@@ -83,13 +86,11 @@ def as_pendulum_utc(instant: datetime.datetime) -> pendulum.DateTime:
 
 def iso_format(value: datetime.datetime) -> str:
     """``value.isoformat()``; in pendulum's UTC (most times that cross a link) without
-    its Python ``utcoffset``, in two thirds of the time."""
+    its Python ``utcoffset``, in half the time: the same time without its zone, made
+    from its pickle state (see :func:`as_pendulum_utc`), writes the same digits."""
     if value.tzinfo is not pendulum.UTC:
         return value.isoformat()
-    naive = datetime.datetime(
-        *(value.year, value.month, value.day, value.hour, value.minute, value.second),
-        value.microsecond,
-    )
+    naive = _new_naive(datetime.datetime, _datetime_state(value)[1][0])
     return naive.isoformat() + "+00:00"
 
 
