@@ -32,7 +32,7 @@ from wsproto.events import (
 
 from transports import HandshakeError, Link, LinkClosed, LinkState, WebSocketTransport
 from transports.base import handshake
-from transports.websocket import WebSocketLink
+from transports.websocket import WebSocketLink, _ReadWhenReadable
 
 SECRET = b"cluster secret"
 
@@ -485,3 +485,30 @@ async def test_both_ends_read_data_frames_on_the_short_path(nursery: trio.Nurser
             assert await link.receive() == b"there"
         assert link._frames._lean
     assert server_lean == [True]
+
+
+async def test_a_links_tcp_stream_reads_once_readable_and_reports_its_end() -> None:
+    """What trio's stream does, read after a wait instead of before: the bytes, b"" when
+    the peer closed, ClosedResourceError once closed here (its descriptor may be reused)."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with listener:
+        near = await trio.testing.open_stream_to_socket_listener(listener)
+        far = await listener.accept()
+        stream = _ReadWhenReadable(near)
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def read() -> None:
+                got.append(await stream.receive_some())
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            await far.send_all(b"hello")
+        assert got == [b"hello"]
+        await far.aclose()
+        with trio.fail_after(5):
+            assert await stream.receive_some() == b""
+        await stream.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.receive_some()

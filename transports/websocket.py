@@ -130,7 +130,10 @@ class WebSocketLink(LinkBase):
         # semaphore: a frame try_send began is finished by another task, which releases it.
         ws._stream_lock = self._send_lock = trio.Semaphore(1)  # type: ignore[assignment]
         #: Frames go out with one os.write on a plain TCP stream (not through TLS).
-        self._fd = ws._stream.socket.fileno() if type(ws._stream) is trio.SocketStream else -1
+        self._socket: trio.socket.SocketType | None = None
+        if type(ws._stream) is trio.SocketStream:
+            self._socket = ws._stream.socket
+            ws._stream = _ReadWhenReadable(ws._stream)
         #: Where the rest of a frame the socket took only part of is sent (open_link's).
         self._tasks: trio.Nursery | None = None
         self._max_frame = max_frame
@@ -170,7 +173,7 @@ class WebSocketLink(LinkBase):
         ws = self._ws
         lock = self._send_lock
         if (
-            self._fd < 0
+            self._socket is None
             or self._tasks is None
             or self._closed is not None
             or ws._close_reason
@@ -181,7 +184,8 @@ class WebSocketLink(LinkBase):
         data = self._frames.send_binary(frame)
         lock.acquire_nowait()
         try:
-            sent = os.write(self._fd, data)
+            # The socket's descriptor now: -1 once closed (its number may be reused).
+            sent = os.write(self._socket.fileno(), data)
         except BlockingIOError:
             sent = 0
         except OSError:  # broken: send() reports it, as trio-websocket does
@@ -292,6 +296,43 @@ class WebSocketLink(LinkBase):
                 logger.warning("%r: no pong within %ss; closing (1011)", self, timeout)
                 await self.aclose("heartbeat timeout", 1011)
                 return
+
+
+class _ReadWhenReadable(trio.abc.HalfCloseableStream):
+    """A TCP stream whose ``receive_some`` waits until its socket is readable, then
+    reads, instead of trying first: a link waits for most of its messages (in W2 every
+    time), and the try that finds nothing (a system call and an exception) plus trio's
+    two context managers cost a quarter of each received message's time in the reader.
+    The rest is the stream's own."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        socket = self.stream.socket
+        while True:
+            if socket.fileno() == -1:  # closed (its number may be reused since)
+                await trio.lowlevel.checkpoint()
+                raise trio.ClosedResourceError("the stream was closed")
+            await trio.lowlevel.wait_readable(socket)
+            try:
+                return os.read(socket.fileno(), max_bytes or RECEIVE_BUFFER)
+            except BlockingIOError:
+                pass  # woken for nothing (another reader took it): wait again
+            except OSError as exc:
+                raise trio.BrokenResourceError(exc) from exc
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
 
 
 class _Sink:
