@@ -233,6 +233,10 @@ def redis_server() -> Iterator[str]:
         stop([server])
 
 
+#: Seconds a taskiq workload may take before its row says it hung.
+TASKIQ_TIMEOUT = 120
+
+
 def run_taskiq_redis(workload: str, url: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", NAP=str(workloads.W3_SLEEP), REDIS_URL=url)
     os.environ["REDIS_URL"] = url
@@ -260,7 +264,13 @@ def run_taskiq_redis(workload: str, url: str) -> dict[str, Any]:
             await tasks.broker.startup()
             try:
                 await wait(await tasks.noop.kiq())  # the worker is listening
-                return await workloads.workload_named(workload, tasks.noop.kiq, tasks.nap.kiq, wait)
+                return await asyncio.wait_for(
+                    workloads.workload_named(workload, tasks.noop.kiq, tasks.nap.kiq, wait),
+                    TASKIQ_TIMEOUT,
+                )
+            except TimeoutError:
+                # Seen on these machines: its worker process stops taking tasks.
+                return {"error": f"no end within {TASKIQ_TIMEOUT} s (the worker hung)"}
             finally:
                 await tasks.broker.shutdown()
 
