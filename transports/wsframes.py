@@ -76,7 +76,7 @@ class LeanFrames:
         self._peer_masks = not inner.client
         self._buffer = bytearray()
         #: False until wsproto holds no bytes of its own, and again for good once a frame
-        #: too big for the short path went to it.
+        #: too big for the short path, or a close, went to it.
         self._lean = False
         #: Inside a fragmented message (each fragment went to wsproto).
         self._fragmented = False

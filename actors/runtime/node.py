@@ -128,7 +128,8 @@ class _Outbox:
 
     A lazy frame does not wake the writer: it goes with the next frame that does, or
     ``_LAZY_DELAY`` seconds after it was queued (see :meth:`send_lazy_frames`),
-    whichever comes first.
+    whichever comes first. A task about to wait may send the oldest frames itself
+    (:meth:`flush`, from :meth:`Node.flush_links`).
     """
 
     def __init__(self, max_frame: int, link: Link, due: set[_Outbox]) -> None:
