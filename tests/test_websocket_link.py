@@ -11,6 +11,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -512,3 +513,24 @@ async def test_a_links_tcp_stream_reads_once_readable_and_reports_its_end() -> N
         await stream.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await stream.receive_some()
+
+
+@pytest.mark.parametrize("reads_the_request", [True, False])
+async def test_a_connection_closed_during_the_upgrade_fails_the_dial_at_once(
+    nursery: trio.Nursery, reads_the_request: bool
+) -> None:
+    """Not at the connect timeout: a proxy cutting links or a hub killed during the
+    upgrade would make a starting worker spend its whole budget on one attempt."""
+
+    async def close_early(stream: trio.SocketStream) -> None:
+        if reads_the_request:
+            await stream.receive_some()
+        await trio.aclose_forcefully(stream)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, close_early, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    client = WebSocketTransport("client", SECRET, connect_timeout=60)
+    with trio.fail_after(5), pytest.raises(LinkClosed) as closed:
+        async with client.connect(f"ws://127.0.0.1:{port}"):
+            pass
+    assert closed.value.code == 1006

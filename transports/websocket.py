@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
+from wsproto import ConnectionType, WSConnection
 from wsproto.utilities import LocalProtocolError
 
 from .base import (
@@ -451,15 +452,19 @@ class WebSocketTransport:
                     try:
 
                         async def upgrade(reader_nursery: trio.Nursery) -> WebSocketConnection:
-                            return await trio_websocket.wrap_client_stream(
-                                reader_nursery,
+                            # trio_websocket.wrap_client_stream, but see _opened.
+                            ws = WebSocketConnection(
                                 stream,
-                                host_header,
-                                resource,
+                                WSConnection(ConnectionType.CLIENT),
+                                host=host_header,
+                                path=resource,
                                 max_message_size=self.max_frame,
                                 receive_buffer_size=RECEIVE_BUFFER,
                                 message_queue_size=self.queue_size,
                             )
+                            reader_nursery.start_soon(ws._reader_task)
+                            await _opened(ws)
+                            return ws
 
                         with trio.fail_after(self.connect_timeout):
                             ws, reader = await nursery.start(_run_websocket, stream, upgrade)
@@ -550,6 +555,26 @@ class WebSocketTransport:
             finally:
                 reader.cancel()
                 await trio.aclose_forcefully(stream)
+
+
+async def _opened(ws: WebSocketConnection) -> None:
+    """Wait for the opening handshake, as trio-websocket's client does, and raise
+    ``ConnectionClosed`` if the connection ends first.
+
+    trio-websocket waits on for ever when the TCP connection closes during the upgrade
+    (a proxy cutting links, a hub killed): a worker starting then waited out its whole
+    connect timeout on that one attempt and exited, instead of dialling again."""
+    async with trio.open_nursery() as race:
+
+        async def until_closed() -> None:
+            await ws._close_handshake.wait()
+            race.cancel_scope.cancel()
+
+        race.start_soon(until_closed)
+        await ws._open_handshake.wait()
+        race.cancel_scope.cancel()
+    if not ws._open_handshake.is_set():
+        raise ConnectionClosed(ws._close_reason)
 
 
 async def _run_websocket(
