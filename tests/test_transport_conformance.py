@@ -6,6 +6,7 @@ Websocket servers bind 127.0.0.1 port 0 only. Everything that waits is bounded b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -97,16 +98,26 @@ async def test_frames_arrive_in_order_both_ways(net: Net, nursery: trio.Nursery)
     assert echoed == [b"echo:c%d" % i for i in range(50)]
 
 
+def collecting(got: list[bytes], ended: trio.Event) -> Callable[[Link], Awaitable[None]]:
+    """A server's handler that keeps every frame in ``got`` and sets ``ended`` once the
+    link has closed."""
+
+    async def handler(link: Link) -> None:
+        try:
+            got.extend([frame async for frame in link])
+        finally:
+            ended.set()
+
+    return handler
+
+
 async def test_try_send_sends_at_once_in_order_with_send(net: Net, nursery: trio.Nursery) -> None:
     """A frame try_send takes needs no trip through the scheduler, and keeps its place
     among frames sent either way."""
     server, client = net.pair()
     got: list[bytes] = []
-
-    async def handler(link: Link) -> None:
-        got.extend([frame async for frame in link])
-
-    address = await nursery.start(server.serve, net.listen_at, handler)
+    ended = trio.Event()
+    address = await nursery.start(server.serve, net.listen_at, collecting(got, ended))
     async with client.connect(address) as link:
         with trio.fail_after(5):
             for i in range(30):
@@ -115,22 +126,17 @@ async def test_try_send_sends_at_once_in_order_with_send(net: Net, nursery: trio
                 else:
                     await link.send(b"%d" % i)
     with trio.fail_after(5):
-        while len(got) < 30:
-            await trio.sleep(0.01)
+        await ended.wait()
     assert got == [b"%d" % i for i in range(30)]
 
 
 async def test_try_send_refuses_what_it_cannot_send_and_sends_nothing(
     net: Net, nursery: trio.Nursery
 ) -> None:
-    server = net.make("server")
-    client = net.make("client", max_frame=100)
+    server, client = net.make("server"), net.make("client", max_frame=100)
     got: list[bytes] = []
-
-    async def handler(link: Link) -> None:
-        got.extend([frame async for frame in link])
-
-    address = await nursery.start(server.serve, net.listen_at, handler)
+    ended = trio.Event()
+    address = await nursery.start(server.serve, net.listen_at, collecting(got, ended))
     async with client.connect(address) as link:
         assert not link.try_send(b"x" * 101)  # too big: send() closes the link (1009)
         assert link.state is LinkState.OPEN
@@ -138,9 +144,7 @@ async def test_try_send_refuses_what_it_cannot_send_and_sends_nothing(
         await link.aclose()
         assert not link.try_send(b"after the close")
     with trio.fail_after(5):
-        while not got:
-            await trio.sleep(0.01)
-        await trio.sleep(0.05)
+        await ended.wait()
     assert got == [b"last"]
 
 
